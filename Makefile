@@ -1,0 +1,54 @@
+# Cordon — the two quick-start targets are `make demo` and `make test`.
+# Both run `make setup` first, which installs whatever is missing (idempotent).
+
+CARGO ?= cargo
+# One build job at a time keeps a 2-core machine responsive; override with JOBS=N.
+JOBS ?= 2
+export CARGO_BUILD_JOBS = $(JOBS)
+
+.PHONY: setup build demo test test-unit test-privileged lint fmt bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release -p cordon-agent
+
+## Runs the most complete Cordon there is today: the agent watching live flows on this
+## host, with some traffic of its own making so there is something to see.
+demo: setup
+	$(CARGO) build --release -p cordon-agent
+	@bash scripts/demo.sh
+
+## The whole suite: formatting, lints, unit tests, and the privileged end-to-end tests
+## (root, real kernel).
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --exclude cordon-agent-ebpf --all-targets -- -D warnings
+	cd agent-ebpf && $(CARGO) +nightly clippy -Z build-std=core --target bpfel-unknown-none --release -- -D warnings
+	$(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
+	$(CARGO) build -p cordon-agent
+	$(CARGO) test -p cordon-tests -- --test-threads=2
+
+test-unit:
+	$(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
+
+test-privileged:
+	$(CARGO) build -p cordon-agent
+	$(CARGO) test -p cordon-tests -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --exclude cordon-agent-ebpf --all-targets -- -D warnings
+	cd agent-ebpf && $(CARGO) +nightly clippy -Z build-std=core --target bpfel-unknown-none --release -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Agent overhead benchmark (root): alternates runs with and without the agent.
+bench: setup
+	$(CARGO) build --release -p cordon-agent -p cordon-tests --bin cordon-agent --bin cordon-bench
+	bash tests/bench/agent-overhead.sh $(ROUNDS) $(SECONDS)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what building and testing Cordon needs, idempotently: each step is skipped when
+# its result is already present. Safe to run again and again (make setup runs it).
+set -euo pipefail
+
+log() { printf '==> %s\n' "$*"; }
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: installing system packages needs root (run: sudo make setup)" >&2
+    exit 1
+  fi
+}
+
+APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev nftables iproute2 curl
+  python3 procps socat)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  log "apt packages present"
+fi
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "rustup: installing the nightly toolchain"
+  rustup toolchain install nightly --profile minimal
+fi
+for comp in rust-src clippy rustfmt; do
+  if ! rustup +nightly component list --installed | grep -q "^$comp"; then
+    log "rustup: adding $comp to nightly"
+    rustup +nightly component add "$comp"
+  fi
+done
+log "nightly rust-src, clippy and rustfmt present"
+
+if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/bpf-linker" ]; then
+  log "cargo: building bpf-linker against LLVM 22 (several minutes, once)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked --no-default-features --features llvm-22
+else
+  log "bpf-linker present"
+fi
+log "setup done"
