@@ -1,0 +1,258 @@
+//! The eBPF capture: programs in the kernel, this loop in the agent.
+//!
+//! New-flow, exec and exit events arrive on the ring buffer (drained on wake-up and on a
+//! short timer); flow counters are read from the per-CPU map every poll interval, ended
+//! flows are deleted from it. A flow whose event was lost (ring buffer full) is still found
+//! in the map and reported; a flow the map evicted is counted.
+mod convert;
+mod load;
+mod tracefs;
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use cordon_abi::{
+    DecodeError, Event, FlowCounters, FlowEvent, FlowKey, ORIGIN_LOCAL, ORIGIN_REMOTE, OWNER_NONE,
+    ProcIdentity, STAT_NAMES, STATS_LEN,
+};
+use tokio::io::unix::AsyncFd;
+
+pub use load::load_and_attach;
+
+use super::{Stop, clock::Clock, pipeline::Pipeline, procfs::SocketOwnerLookup};
+use crate::{
+    flows::{FlowStart, Update},
+    record::{Direction, FlowId},
+};
+
+/// The loaded programs' maps, taken out of the `Ebpf` (which must outlive them).
+pub struct Maps {
+    events: AsyncFd<RingBuf<MapData>>,
+    flows: PerCpuHashMap<MapData, FlowKey, FlowCounters>,
+    owners: BpfHashMap<MapData, u64, ProcIdentity>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+impl Maps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let ring: RingBuf<MapData> = take(ebpf, "EVENTS")?;
+        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long
+        // as the AsyncFd (which owns the RingBuf) lives.
+        let events =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
+        Ok(Self {
+            events,
+            flows: take(ebpf, "FLOWS")?,
+            owners: take(ebpf, "SOCK_OWNERS")?,
+            stats: take(ebpf, "STATS")?,
+        })
+    }
+
+    /// The kernel's counters, summed over CPUs, by name.
+    pub fn kernel_stats(&self) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        for i in 0..STATS_LEN {
+            let total: u64 = self
+                .stats
+                .get(&i, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or_default();
+            obj.insert(STAT_NAMES[i as usize].to_string(), total.into());
+        }
+        serde_json::Value::Object(obj)
+    }
+}
+
+/// Timers of the loop.
+pub struct Intervals {
+    pub drain: Duration,
+    pub poll: Duration,
+}
+
+pub struct EbpfCapture {
+    pub maps: Maps,
+    pub pipe: Pipeline,
+    pub clock: Clock,
+    pub sockets: SocketOwnerLookup,
+}
+
+impl EbpfCapture {
+    /// Runs until `stop` fires; then reports every open flow as ended.
+    pub async fn run(&mut self, iv: Intervals, mut stop: Stop) -> anyhow::Result<()> {
+        let mut drain = tokio::time::interval(iv.drain);
+        let mut poll = tokio::time::interval(iv.poll);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                guard = self.maps.events.readable_mut() => {
+                    let mut guard = guard.context("ring buffer")?;
+                    guard.clear_ready();
+                    self.drain();
+                }
+                _ = drain.tick() => self.drain(),
+                _ = poll.tick() => {
+                    self.drain();
+                    self.poll();
+                }
+                _ = stop.fired() => break,
+            }
+        }
+        self.drain();
+        self.poll();
+        self.pipe.finish();
+        Ok(())
+    }
+
+    fn drain(&mut self) {
+        let mut batch = Vec::new();
+        {
+            let ring = self.maps.events.get_mut();
+            while let Some(item) = ring.next() {
+                batch.push(Event::decode(&item));
+            }
+        }
+        let now = Instant::now();
+        for ev in batch {
+            match ev {
+                Ok(Event::Flow(f)) => self.on_flow(&f, now),
+                Ok(Event::Exec(e)) => self.pipe.procs.on_exec(convert::exec_info(&e)),
+                Ok(Event::Exit(e)) => self.pipe.procs.on_exit(e.tgid, e.ktime_ns),
+                Err(e) => {
+                    self.pipe.stats.decode_errors += 1;
+                    log_decode_error(e);
+                }
+            }
+        }
+    }
+
+    fn on_flow(&mut self, f: &FlowEvent, now: Instant) {
+        let id = convert::flow_id(&f.key);
+        if self.pipe.table.contains(&id) {
+            return;
+        }
+        let owner = (f.owner_source != OWNER_NONE).then_some(&f.owner);
+        // The first packet's bytes: sent when this host opened the flow, else received.
+        let first = match f.origin {
+            ORIGIN_LOCAL => crate::record::Totals {
+                bytes_out: u64::from(f.bytes),
+                packets_out: 1,
+                ..Default::default()
+            },
+            ORIGIN_REMOTE => crate::record::Totals {
+                bytes_in: u64::from(f.bytes),
+                packets_in: 1,
+                ..Default::default()
+            },
+            _ => Default::default(),
+        };
+        let start = self.start(&id, f.origin, f.ktime_ns, owner, first);
+        self.pipe.open(id, start, now);
+    }
+
+    /// What a flow's start record says, from the kernel's view of it.
+    fn start(
+        &mut self,
+        id: &FlowId,
+        origin: u32,
+        first_ns: u64,
+        owner: Option<&ProcIdentity>,
+        totals: crate::record::Totals,
+    ) -> FlowStart {
+        let direction = match origin {
+            ORIGIN_LOCAL => Direction::Outbound,
+            ORIGIN_REMOTE => Direction::Inbound,
+            _ => self.pipe.guess_direction(id),
+        };
+        let (process, reason) = match owner {
+            Some(o) => (Some(self.pipe.procs.resolve(&convert::identity(o))), None),
+            None => match self.sockets.owner_pid(id) {
+                Some(pid) => (self.pipe.procs.resolve_pid(pid), None),
+                None => (
+                    None,
+                    Some(
+                        "no process owns the socket (it predates the agent and is gone, or the packet has no local socket)",
+                    ),
+                ),
+            },
+        };
+        FlowStart {
+            first_seen: self.clock.to_system(first_ns),
+            direction,
+            totals,
+            tcp_flags: (0, 0),
+            process,
+            unattributed_reason: reason,
+        }
+    }
+
+    fn poll(&mut self) {
+        self.clock.refresh();
+        let now = Instant::now();
+        let mut present = HashSet::with_capacity(self.pipe.table.len());
+        let entries: Vec<(FlowKey, convert::Summed)> = self
+            .maps
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, convert::sum(v.iter())))
+            .collect();
+        for (key, s) in entries {
+            let id = convert::flow_id(&key);
+            present.insert(id);
+            let update = Update {
+                totals: s.totals,
+                last_seen: self.clock.to_system(s.last_ns),
+                tcp_flags: s.tcp_flags,
+                gone: false,
+            };
+            if !self.pipe.table.update(&id, update, now) {
+                // In the map but never announced: its event was lost to a full ring buffer
+                // (counted by the kernel), or a late packet re-created an ended flow.
+                let owner = self.maps.owners.get(&s.cookie, 0).ok();
+                let start = self.start(&id, s.origin, s.first_ns, owner.as_ref(), s.totals);
+                self.pipe.stats.flows_recovered += 1;
+                self.pipe.open(id, start, now);
+                self.pipe.table.update(&id, update, now);
+            }
+        }
+        // Known flows the kernel no longer has were evicted (LRU) before they ended.
+        let evicted: Vec<FlowId> = self
+            .pipe
+            .table
+            .ids()
+            .filter(|id| !present.contains(id))
+            .collect();
+        for id in evicted {
+            if self.pipe.table.mark_gone(&id, now) {
+                self.pipe.stats.flows_evicted += 1;
+            }
+        }
+        for id in self.pipe.tick(now) {
+            // Already gone when evicted; otherwise forget it so a new flow starts afresh.
+            let _ = self.maps.flows.remove(&convert::flow_key(&id));
+        }
+    }
+}
+
+fn log_decode_error(e: DecodeError) {
+    tracing::warn!(error = ?e, "undecodable ring-buffer record (counted in decode_errors)");
+}

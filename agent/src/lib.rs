@@ -1,0 +1,14 @@
+//! Cordon's per-server agent: flow capture with process identity.
+//!
+//! - `capture`: eBPF programs (or the procfs fallback) → flow table → output;
+//! - `process`: attribution of flows to processes;
+//! - `flows`: aggregation and export timing;
+//! - `record` / `output`: what is exported and how `watch` prints it;
+//! - `config`: the agent's TOML configuration.
+pub mod capture;
+pub mod config;
+pub mod flows;
+pub mod output;
+pub mod process;
+pub mod record;
+pub mod watch;
