@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Small servers and clients for Cordon's lab tests (standard library only).
+
+  servers.py udp-echo HOST PORT            echo each datagram back, print the peer
+  servers.py udp-send HOST PORT MSG        send one datagram, wait for the echo, print it
+  servers.py tcp-hold HOST PORT SECONDS    connect, wait SECONDS, send a request, read the reply
+  servers.py tcp-serve HOST PORT           accept, read one request, answer HTTP 200, close;
+                                           print each peer and the request's first line
+"""
+import socket
+import sys
+import time
+
+
+def udp_echo(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
+    print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(2048)
+        print(f"udp {peer[0]}:{peer[1]} {len(data)}", flush=True)
+        s.sendto(data, peer)
+
+
+def udp_send(host, port, msg):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(msg.encode(), (host, port))
+    data, _ = s.recvfrom(2048)
+    print(data.decode(), flush=True)
+
+
+def tcp_hold(host, port, seconds):
+    s = socket.create_connection((host, port), timeout=5)
+    time.sleep(seconds)
+    s.sendall(b"GET /hold HTTP/1.0\r\n\r\n")
+    while s.recv(4096):
+        pass
+    s.close()
+
+
+def tcp_serve(host, port):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+    srv.listen(64)
+    print("ready", flush=True)
+    while True:
+        conn, peer = srv.accept()
+        conn.settimeout(10)
+        try:
+            data = conn.recv(4096)
+            first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+            print(f"tcp {peer[0]}:{peer[1]} {first}", flush=True)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        except OSError as e:
+            print(f"tcp {peer[0]}:{peer[1]} error {e}", flush=True)
+        conn.close()
+
+
+def main():
+    cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if cmd == "udp-echo":
+        udp_echo(host, port)
+    elif cmd == "udp-send":
+        udp_send(host, port, sys.argv[4])
+    elif cmd == "tcp-hold":
+        tcp_hold(host, port, float(sys.argv[4]))
+    elif cmd == "tcp-serve":
+        tcp_serve(host, port)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
