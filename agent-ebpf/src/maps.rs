@@ -19,6 +19,11 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0)
 pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowCounters> =
     LruPerCpuHashMap::with_max_entries(65536, 0);
 
+/// Flow → sequence number of the SYN that opened it: tells a SYN retransmission from a new
+/// connection on a reused 4-tuple.
+#[map]
+pub static FLOW_SYN: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(65536, 0);
+
 /// Socket cookie → the process that owns the socket.
 #[map]
 pub static SOCK_OWNERS: LruHashMap<u64, ProcIdentity> = LruHashMap::with_max_entries(65536, 0);

@@ -5,18 +5,20 @@
 //! sends exactly one event. Every later packet is one lookup and a few adds on this CPU's
 //! slot. Packets are never dropped here: these programs observe, they do not enforce.
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::generated::bpf_get_socket_cookie, macros::cgroup_skb,
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::generated::bpf_get_socket_cookie,
+    macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use cordon_abi::{
     AF_INET, AF_INET6, DROP_FLOW_MAP, DROP_PARSE, DROP_RINGBUF_FLOW, EVENT_FLOW, FlowCounters,
     FlowEvent, FlowKey, IDENT_CONNECTED, IDENT_SELF, IPPROTO_TCP, IPPROTO_UDP, ListenKey,
     ORIGIN_LOCAL, ORIGIN_REMOTE, ORIGIN_UNKNOWN, OWNER_LISTENER, OWNER_NONE, OWNER_SOCKET,
-    ProcIdentity, STAT_FLOW_EVENTS, STAT_FLOWS_CREATED, TCP_ACK, TCP_SYN,
+    ProcIdentity, STAT_FLOW_EVENTS, STAT_FLOWS_CREATED, STAT_TCP_REUSE, TCP_ACK, TCP_SYN,
 };
 
 use crate::{
-    maps::{EVENTS, FLOWS, LISTENERS, SOCK_OWNERS},
+    maps::{EVENTS, FLOW_SYN, FLOWS, LISTENERS, SOCK_OWNERS},
     scope::{config, count, now_ns, wakeup_flags},
 };
 
@@ -45,6 +47,8 @@ struct Packet {
     /// IP-layer length.
     len: u64,
     tcp_flags: u8,
+    /// Sequence number of a pure SYN (a connection opening), else `None`.
+    syn_seq: Option<u32>,
 }
 
 #[inline(always)]
@@ -58,6 +62,8 @@ fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
         proto: 0,
         _pad: [0; 2],
     };
+    // Few helper calls per packet: the whole IP header at once, then the first 16 bytes of
+    // the transport header.
     let version_ihl: u8 = ctx.load(0)?;
     let (l4, len) = match version_ihl >> 4 {
         4 => {
@@ -65,11 +71,11 @@ fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
             if ihl < 20 {
                 return Err(-1);
             }
-            let total: u16 = u16::from_be(ctx.load(2)?);
-            let frag: u16 = u16::from_be(ctx.load(6)?);
-            key.proto = ctx.load(9)?;
-            let src: [u8; 4] = ctx.load(12)?;
-            let dst: [u8; 4] = ctx.load(16)?;
+            let h: [u8; 20] = ctx.load(0)?;
+            let total = u16::from_be_bytes([h[2], h[3]]);
+            let frag = u16::from_be_bytes([h[6], h[7]]);
+            key.proto = h[9];
+            let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
             let (local, remote) = if egress { (src, dst) } else { (dst, src) };
             key.local_addr[..4].copy_from_slice(&local);
             key.remote_addr[..4].copy_from_slice(&remote);
@@ -79,10 +85,13 @@ fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
             (l4, total as u64)
         }
         6 => {
-            let payload: u16 = u16::from_be(ctx.load(4)?);
-            key.proto = ctx.load(6)?;
-            let src: [u8; 16] = ctx.load(8)?;
-            let dst: [u8; 16] = ctx.load(24)?;
+            let h: [u8; 40] = ctx.load(0)?;
+            let payload = u16::from_be_bytes([h[4], h[5]]);
+            key.proto = h[6];
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src.copy_from_slice(&h[8..24]);
+            dst.copy_from_slice(&h[24..40]);
             let (local, remote) = if egress { (src, dst) } else { (dst, src) };
             key.local_addr = local;
             key.remote_addr = remote;
@@ -92,23 +101,35 @@ fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
         _ => return Ok(None),
     };
     let mut tcp_flags = 0u8;
-    if l4 != 0 && (key.proto == IPPROTO_TCP || key.proto == IPPROTO_UDP) {
-        let ports: [u8; 4] = ctx.load(l4)?;
-        let sport = u16::from_be_bytes([ports[0], ports[1]]);
-        let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    let mut syn_seq = None;
+    if l4 != 0 && key.proto == IPPROTO_TCP {
+        let t: [u8; 16] = ctx.load(l4)?;
+        let sport = u16::from_be_bytes([t[0], t[1]]);
+        let dport = u16::from_be_bytes([t[2], t[3]]);
         (key.local_port, key.remote_port) = if egress {
             (sport, dport)
         } else {
             (dport, sport)
         };
-        if key.proto == IPPROTO_TCP {
-            tcp_flags = ctx.load(l4 + 13)?;
+        tcp_flags = t[13];
+        if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            syn_seq = Some(u32::from_be_bytes([t[4], t[5], t[6], t[7]]));
         }
+    } else if l4 != 0 && key.proto == IPPROTO_UDP {
+        let u: [u8; 4] = ctx.load(l4)?;
+        let sport = u16::from_be_bytes([u[0], u[1]]);
+        let dport = u16::from_be_bytes([u[2], u[3]]);
+        (key.local_port, key.remote_port) = if egress {
+            (sport, dport)
+        } else {
+            (dport, sport)
+        };
     }
     Ok(Some(Packet {
         key,
         len,
         tcp_flags,
+        syn_seq,
     }))
 }
 
@@ -139,11 +160,29 @@ fn account(ctx: &SkBuffContext, egress: bool) -> Result<(), i64> {
     };
     let now = now_ns();
     if let Some(c) = FLOWS.get_ptr_mut(&pkt.key) {
-        add(c, egress, &pkt, now);
-        return Ok(());
+        if !reopened(&pkt) {
+            add(c, egress, &pkt, now);
+            return Ok(());
+        }
+        // A new connection on a 4-tuple the agent has not collected yet: start afresh.
+        let _ = FLOWS.remove(&pkt.key);
+        count(STAT_TCP_REUSE);
     }
     new_flow(ctx, egress, &pkt, now);
     Ok(())
+}
+
+/// Whether a pure SYN opens a new connection on a known 4-tuple (a different sequence
+/// number than the SYN that opened the flow) rather than retransmitting the first one.
+#[inline(always)]
+fn reopened(pkt: &Packet) -> bool {
+    let Some(seq) = pkt.syn_seq else { return false };
+    // SAFETY: map values are plain data read at once.
+    match unsafe { FLOW_SYN.get(&pkt.key) } {
+        Some(first) => *first != seq,
+        // The flow began mid-connection (before the agent): a SYN now is a new connection.
+        None => true,
+    }
 }
 
 /// The socket's owner, else the process listening on the local port (either family, for
@@ -221,6 +260,9 @@ fn new_flow(ctx: &SkBuffContext, egress: bool, pkt: &Packet, now: u64) {
         return;
     }
     count(STAT_FLOWS_CREATED);
+    if let Some(seq) = pkt.syn_seq {
+        let _ = FLOW_SYN.insert(&pkt.key, &seq, BPF_ANY as u64);
+    }
     let flags = wakeup_flags(cfg);
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         count(DROP_RINGBUF_FLOW);

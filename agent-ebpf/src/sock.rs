@@ -12,7 +12,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use cordon_abi::{
-    AF_INET, AF_INET6, DROP_OWNER_MAP, IDENT_BOUND, IDENT_CONNECTED, IDENT_SENT, ListenKey,
+    AF_INET, AF_INET6, DROP_OWNER_MAP, IDENT_BOUND, IDENT_CONNECTED, IDENT_SELF, IDENT_SENT,
+    ListenKey,
 };
 
 use crate::{
@@ -36,6 +37,22 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     let id = current_identity(cfg, 0);
     if SOCK_OWNERS.insert(&cookie, &id, BPF_ANY as u64).is_err() {
         count(DROP_OWNER_MAP);
+    }
+    ALLOW
+}
+
+/// A socket is closed: forget its owner, so the map holds live sockets only and does not
+/// have to evict (a flow keeps the owner it was created with). The agent's own sockets are
+/// kept: packets still arrive after close() (FIN, ACK), and without the mark they would be
+/// reported as flows.
+#[cgroup_sock(sock_release)]
+pub fn sock_release(ctx: SockContext) -> i32 {
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: map value read at once.
+    let own = unsafe { SOCK_OWNERS.get(&cookie) }.is_some_and(|id| id.flags & IDENT_SELF != 0);
+    if !own {
+        let _ = SOCK_OWNERS.remove(&cookie);
     }
     ALLOW
 }

@@ -38,7 +38,11 @@ pub const DROP_FLOW_MAP: u32 = 5;
 pub const DROP_OWNER_MAP: u32 = 6;
 /// A packet could not be parsed (truncated or unknown header).
 pub const DROP_PARSE: u32 = 7;
-pub const STATS_LEN: u32 = 8;
+/// A TCP SYN with a new sequence number arrived for a 4-tuple still in the flow map (the
+/// port was reused before the old flow was collected): the old entry was replaced, and
+/// whatever it counted since the agent's last poll is lost.
+pub const STAT_TCP_REUSE: u32 = 8;
+pub const STATS_LEN: u32 = 9;
 
 /// Names of the `STATS` slots, for logs and metrics.
 pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
@@ -50,4 +54,5 @@ pub const STAT_NAMES: [&str; STATS_LEN as usize] = [
     "flow_map_full",
     "owner_map_full",
     "parse_error",
+    "tcp_tuple_reused",
 ];

@@ -123,6 +123,8 @@ pub async fn run(s: Settings, output: Output, stop: Stop) -> anyhow::Result<()> 
                     pipe: Pipeline::new(table(&s, "ebpf"), procs, output.clone()),
                     clock: Clock::new(),
                     sockets: procfs::SocketOwnerLookup::new(),
+                    drained_from_ns: 0,
+                    missing: Default::default(),
                 };
                 tracing::info!(capture = "ebpf", cgroup = %cgroup_rel, host = %s.host, "capture started");
                 spawn_selftest(s.selftest_connect);

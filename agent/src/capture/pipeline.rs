@@ -31,6 +31,11 @@ pub struct AgentStats {
     pub decode_errors: u64,
     /// Flows reported without a process.
     pub unattributed: u64,
+    /// Flows whose first packet was not seen, so their direction came from the listening
+    /// sockets in /proc/net.
+    pub direction_from_listeners: u64,
+    /// Flows the kernel had no owner for, attributed through /proc socket inodes.
+    pub owner_from_procfs: u64,
 }
 
 pub struct Pipeline {
@@ -75,6 +80,13 @@ impl Pipeline {
         }
     }
 
+    /// The kernel re-created a flow the table still holds: end the old, start the new.
+    pub fn restart(&mut self, id: FlowId, start: FlowStart, now: Instant) {
+        for rec in self.table.restart(id, start, now) {
+            self.emit(rec);
+        }
+    }
+
     /// Periodic work: due records out, old processes forgotten. Returns the flows that
     /// ended, for the capture to forget.
     pub fn tick(&mut self, now: Instant) -> Vec<FlowId> {
@@ -96,6 +108,7 @@ impl Pipeline {
     /// Direction of a flow whose first packet was not seen: inbound when its local port is
     /// one this host listens on.
     pub fn guess_direction(&mut self, id: &FlowId) -> Direction {
+        self.stats.direction_from_listeners += 1;
         if self
             .listening_read
             .is_none_or(|t| t.elapsed() > Duration::from_secs(1))

@@ -1,5 +1,5 @@
+use rustc_hash::FxHashMap;
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -55,7 +55,7 @@ pub struct FlowTable {
     host: Arc<str>,
     capture: &'static str,
     cfg: TableConfig,
-    flows: HashMap<FlowId, Entry>,
+    flows: FxHashMap<FlowId, Entry>,
 }
 
 const FIN: u8 = 0x01;
@@ -71,7 +71,7 @@ impl FlowTable {
             host,
             capture,
             cfg,
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
         }
     }
 
@@ -111,11 +111,32 @@ impl FlowTable {
         Some(rec)
     }
 
+    /// The kernel started the flow anew (a new connection on the same 4-tuple, or an
+    /// evicted entry re-created): the old one ends now, the new one starts.
+    pub fn restart(&mut self, id: FlowId, start: FlowStart, now: Instant) -> Vec<FlowRecord> {
+        let mut out = Vec::with_capacity(2);
+        if let Some(e) = self.flows.remove(&id) {
+            out.push(self.record(&id, &e, ExportEvent::End, FlowState::Closed));
+        }
+        out.extend(self.open(id, start, now));
+        out
+    }
+
     /// New totals for a known flow; returns false when the flow is not in the table.
+    /// Totals lower than the last ones belong to a new incarnation of the flow whose start
+    /// has not been processed yet, and are ignored.
     pub fn update(&mut self, id: &FlowId, u: Update, now: Instant) -> bool {
         let Some(e) = self.flows.get_mut(id) else {
             return false;
         };
+        let t = &e.totals;
+        if u.totals.bytes_out < t.bytes_out
+            || u.totals.bytes_in < t.bytes_in
+            || u.totals.packets_out < t.packets_out
+            || u.totals.packets_in < t.packets_in
+        {
+            return true;
+        }
         if u.totals != e.totals {
             e.totals = u.totals;
             e.last_change = now;

@@ -215,3 +215,26 @@ fn unattributed_flows_say_why() {
     assert_eq!(json["verdict"], "forwarded");
     assert_eq!(json["first_seen"], "2023-11-14T22:13:20.000000Z");
 }
+
+#[test]
+fn a_restarted_flow_ends_the_old_one_and_ignores_stale_totals() {
+    let mut t = table();
+    let t0 = Instant::now();
+    let f = id(Proto::Tcp, 80);
+    t.open(f, start(), t0);
+    t.update(&f, update(1000, 2000, (0x13, 0x13)), t0);
+    // Lower totals before the restart event: a new incarnation, not applied.
+    t.update(&f, update(60, 0, (0x02, 0)), t0);
+    let recs = t.restart(f, start(), t0);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[0].event, recs[0].state),
+        (ExportEvent::End, FlowState::Closed)
+    );
+    assert_eq!(
+        (recs[0].totals.bytes_out, recs[0].totals.bytes_in),
+        (1000, 2000)
+    );
+    assert_eq!(recs[1].event, ExportEvent::Start);
+    assert_eq!(recs[1].totals.bytes_out, 60);
+}

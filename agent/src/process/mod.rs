@@ -131,6 +131,7 @@ impl ProcessCache {
             exe,
             cmdline,
             cgroup: self.cgroups.path(ev.cgroup_id),
+            json: Default::default(),
         };
         self.insert(ev.tgid, info, Some(ev.ktime_ns));
     }
@@ -168,6 +169,7 @@ impl ProcessCache {
                     exe: f.exe,
                     cmdline: f.cmdline,
                     cgroup: self.cgroups.path(id.cgroup_id),
+                    json: Default::default(),
                 };
                 return self.insert(id.tgid, info, start);
             }
@@ -182,6 +184,7 @@ impl ProcessCache {
                     exe: None,
                     cmdline: None,
                     cgroup: self.cgroups.path(id.cgroup_id),
+                    json: Default::default(),
                 }
             }
         };
@@ -211,6 +214,7 @@ impl ProcessCache {
             exe: f.exe,
             cmdline: f.cmdline,
             cgroup,
+            json: Default::default(),
         };
         Some(self.insert(pid, info, start))
     }

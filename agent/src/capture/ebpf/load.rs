@@ -28,7 +28,7 @@ const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("flow_egress", CgroupSkbAttachType::Egress),
     ("flow_ingress", CgroupSkbAttachType::Ingress),
 ];
-const SOCK: [&str; 3] = ["sock_create", "post_bind4", "post_bind6"];
+const SOCK: [&str; 4] = ["sock_create", "sock_release", "post_bind4", "post_bind6"];
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 /// (program, category, tracepoint, required)
 const TRACEPOINTS: [(&str, &str, &str, bool); 4] = [
@@ -93,6 +93,7 @@ pub fn load_and_attach(
     raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("FLOWS", cfg.flow_map_entries)
+        .map_max_entries("FLOW_SYN", cfg.flow_map_entries)
         .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
         .load(object)
         .context("loading the eBPF object")?;

@@ -8,10 +8,9 @@ mod convert;
 mod load;
 mod tracefs;
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashSet as HashSet;
 
 use anyhow::{Context, anyhow};
 use aya::{
@@ -36,6 +35,7 @@ use crate::{
 pub struct Maps {
     events: AsyncFd<RingBuf<MapData>>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowCounters>,
+    flow_syn: BpfHashMap<MapData, FlowKey, u32>,
     owners: BpfHashMap<MapData, u64, ProcIdentity>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -61,6 +61,7 @@ impl Maps {
         Ok(Self {
             events,
             flows: take(ebpf, "FLOWS")?,
+            flow_syn: take(ebpf, "FLOW_SYN")?,
             owners: take(ebpf, "SOCK_OWNERS")?,
             stats: take(ebpf, "STATS")?,
         })
@@ -92,7 +93,17 @@ pub struct EbpfCapture {
     pub pipe: Pipeline,
     pub clock: Clock,
     pub sockets: SocketOwnerLookup,
+    /// Flows missing from the kernel map at the last poll. A flow must be missing twice
+    /// in a row to count as evicted: one iteration can skip a key the kernel is replacing.
+    pub missing: HashSet<FlowId>,
+    /// BOOTTIME ns when the last drain began: a flow first seen well before it had its
+    /// event drained (or lost); a younger one may still have its event in flight.
+    pub drained_from_ns: u64,
 }
+
+/// How much older than the last drain a flow must be before a missing event counts as
+/// lost (an event is submitted right after its flow's first packet is timestamped).
+const EVENT_GRACE_NS: u64 = 100_000_000;
 
 impl EbpfCapture {
     /// Runs until `stop` fires; then reports every open flow as ended.
@@ -123,6 +134,7 @@ impl EbpfCapture {
     }
 
     fn drain(&mut self) {
+        self.drained_from_ns = super::boottime_ns();
         let mut batch = Vec::new();
         {
             let ring = self.maps.events.get_mut();
@@ -144,11 +156,10 @@ impl EbpfCapture {
         }
     }
 
+    /// The kernel sends one event per map insert, so an event for a flow the table holds
+    /// means the kernel started it anew (4-tuple reused, or the entry was evicted).
     fn on_flow(&mut self, f: &FlowEvent, now: Instant) {
         let id = convert::flow_id(&f.key);
-        if self.pipe.table.contains(&id) {
-            return;
-        }
         let owner = (f.owner_source != OWNER_NONE).then_some(&f.owner);
         // The first packet's bytes: sent when this host opened the flow, else received.
         let first = match f.origin {
@@ -165,7 +176,11 @@ impl EbpfCapture {
             _ => Default::default(),
         };
         let start = self.start(&id, f.origin, f.ktime_ns, owner, first);
-        self.pipe.open(id, start, now);
+        if self.pipe.table.contains(&id) {
+            self.pipe.restart(id, start, now);
+        } else {
+            self.pipe.open(id, start, now);
+        }
     }
 
     /// What a flow's start record says, from the kernel's view of it.
@@ -185,7 +200,10 @@ impl EbpfCapture {
         let (process, reason) = match owner {
             Some(o) => (Some(self.pipe.procs.resolve(&convert::identity(o))), None),
             None => match self.sockets.owner_pid(id) {
-                Some(pid) => (self.pipe.procs.resolve_pid(pid), None),
+                Some(pid) => {
+                    self.pipe.stats.owner_from_procfs += 1;
+                    (self.pipe.procs.resolve_pid(pid), None)
+                }
                 None => (
                     None,
                     Some(
@@ -207,7 +225,8 @@ impl EbpfCapture {
     fn poll(&mut self) {
         self.clock.refresh();
         let now = Instant::now();
-        let mut present = HashSet::with_capacity(self.pipe.table.len());
+        let mut present =
+            HashSet::with_capacity_and_hasher(self.pipe.table.len(), Default::default());
         let entries: Vec<(FlowKey, convert::Summed)> = self
             .maps
             .flows
@@ -225,6 +244,10 @@ impl EbpfCapture {
                 gone: false,
             };
             if !self.pipe.table.update(&id, update, now) {
+                if s.first_ns + EVENT_GRACE_NS > self.drained_from_ns {
+                    // Its event may not be drained yet: look again at the next poll.
+                    continue;
+                }
                 // In the map but never announced: its event was lost to a full ring buffer
                 // (counted by the kernel), or a late packet re-created an ended flow.
                 let owner = self.maps.owners.get(&s.cookie, 0).ok();
@@ -235,12 +258,14 @@ impl EbpfCapture {
             }
         }
         // Known flows the kernel no longer has were evicted (LRU) before they ended.
-        let evicted: Vec<FlowId> = self
+        let missing: HashSet<FlowId> = self
             .pipe
             .table
             .ids()
             .filter(|id| !present.contains(id))
             .collect();
+        let evicted: Vec<FlowId> = missing.intersection(&self.missing).copied().collect();
+        self.missing = missing;
         for id in evicted {
             if self.pipe.table.mark_gone(&id, now) {
                 self.pipe.stats.flows_evicted += 1;
@@ -248,7 +273,11 @@ impl EbpfCapture {
         }
         for id in self.pipe.tick(now) {
             // Already gone when evicted; otherwise forget it so a new flow starts afresh.
-            let _ = self.maps.flows.remove(&convert::flow_key(&id));
+            let key = convert::flow_key(&id);
+            let _ = self.maps.flows.remove(&key);
+            if id.proto == crate::record::Proto::Tcp {
+                let _ = self.maps.flow_syn.remove(&key);
+            }
         }
     }
 }
