@@ -106,6 +106,51 @@ pub struct ProcessInfo {
     pub cmdline: Option<String>,
     /// cgroup v2 path relative to the cgroup2 root.
     pub cgroup: Option<String>,
+    /// This object already rendered as JSON: a process has many flows, and escaping its
+    /// command line again for each record was the largest cost of JSON output.
+    #[serde(skip)]
+    pub json: JsonCache,
+}
+
+/// A lazily rendered JSON form of a value; ignored by comparisons.
+#[derive(Default)]
+pub struct JsonCache(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonCache {}
+
+fn process_json<S: Serializer>(p: &Option<Arc<ProcessInfo>>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        None => s.serialize_none(),
+        Some(p) => {
+            let raw = match p.json.0.get() {
+                Some(raw) => raw,
+                None => {
+                    let rendered =
+                        serde_json::value::to_raw_value(&**p).map_err(serde::ser::Error::custom)?;
+                    p.json.0.get_or_init(|| rendered)
+                }
+            };
+            raw.serialize(s)
+        }
+    }
 }
 
 /// One exported flow record.
@@ -135,6 +180,7 @@ pub struct FlowRecord {
     pub state: FlowState,
     /// Enforcement verdict: "forwarded" (nothing enforces yet).
     pub verdict: &'static str,
+    #[serde(serialize_with = "process_json")]
     pub process: Option<Arc<ProcessInfo>>,
     /// Why `process` is null.
     #[serde(skip_serializing_if = "Option::is_none")]
