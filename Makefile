@@ -46,9 +46,10 @@ fmt:
 	$(CARGO) fmt --all
 
 ## Agent overhead benchmark (root): alternates runs with and without the agent.
+## ROUNDS (default 3) and BENCH_SECONDS (default 5) set its length.
 bench: setup
 	$(CARGO) build --release -p cordon-agent -p cordon-tests --bin cordon-agent --bin cordon-bench
-	bash tests/bench/agent-overhead.sh $(ROUNDS) $(SECONDS)
+	bash tests/bench/agent-overhead.sh $(ROUNDS) $(BENCH_SECONDS)
 
 clean:
 	$(CARGO) clean

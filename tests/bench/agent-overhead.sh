@@ -8,7 +8,7 @@
 #        KEEP=1 keep the temporary directory with raw results and agent logs
 #
 # Each round measures connection rate (cordon-bench connrate, SECONDS long) and bulk
-# throughput (1 GiB) once without and once with `cordon-agent watch` running. Odd rounds run
+# throughput (4 GiB) once without and once with `cordon-agent watch` running. Odd rounds run
 # without-first, even rounds with-first, to cancel thermal/frequency drift. All traffic is
 # on 127.0.0.1. The agent loads eBPF programs, so run this as root.
 # Output: a markdown table on stdout (per round and median), then the agent's last
@@ -47,9 +47,24 @@ stop_agent() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Each measurement runs in a network namespace of its own (loopback only, no routes), so
+# the TIME_WAIT sockets one run leaves behind cannot slow the next one down.
+NETNS=""
+drop_netns() {
+    [[ -n $NETNS ]] && ip netns del "$NETNS" 2>/dev/null || true
+    NETNS=""
+}
+fresh_netns() {
+    drop_netns
+    NETNS="cordon-bench-$$-$1"
+    ip netns add "$NETNS"
+    ip -n "$NETNS" link set lo up
+}
+
 cleanup() {
     local rc=$?
     stop_agent
+    drop_netns
     if [[ ${KEEP:-0} == 1 || $rc -ne 0 ]]; then
         echo "$0: raw results kept in $tmp" >&2
     else
@@ -62,8 +77,15 @@ trap 'exit 130' INT TERM
 # measure ROUND LABEL: run both benchmarks, saving their JSON lines.
 measure() {
     echo "round $1: measuring $2 agent" >&2
-    "$BENCH" connrate --seconds "$duration" > "$tmp/$1-$2-conn.json"
-    "$BENCH" throughput --bytes $((1 << 30)) > "$tmp/$1-$2-tput.json"
+    # Throughput first: the connection-rate run leaves the agent busy for a moment with
+    # the ends of ~100k flows, which would otherwise be charged to the throughput run.
+    fresh_netns "$1-$2-tput"
+    ip netns exec "$NETNS" "$BENCH" throughput --bytes $((4 << 30)) > "$tmp/$1-$2-tput.json"
+    fresh_netns "$1-$2-conn"
+    ip netns exec "$NETNS" "$BENCH" connrate --seconds "$duration" > "$tmp/$1-$2-conn.json"
+    drop_netns
+    # Let the agent (if any) settle before the next measurement starts.
+    sleep 3
 }
 
 # with_agent ROUND: start the agent, wait for attach, measure, record its usage, stop it.
