@@ -4,6 +4,7 @@
 //! short timer); flow counters are read from the per-CPU map every poll interval, ended
 //! flows are deleted from it. A flow whose event was lost (ring buffer full) is still found
 //! in the map and reported; a flow the map evicted is counted.
+mod batch;
 mod convert;
 mod load;
 mod tracefs;
@@ -15,11 +16,11 @@ use rustc_hash::FxHashSet as HashSet;
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
 use cordon_abi::{
-    DecodeError, Event, FlowCounters, FlowEvent, FlowKey, ORIGIN_LOCAL, ORIGIN_REMOTE, OWNER_NONE,
-    ProcIdentity, STAT_NAMES, STATS_LEN,
+    DecodeError, Event, FlowEvent, FlowKey, ORIGIN_LOCAL, ORIGIN_REMOTE, OWNER_NONE, ProcIdentity,
+    STAT_NAMES, STATS_LEN,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -34,7 +35,9 @@ use crate::{
 /// The loaded programs' maps, taken out of the `Ebpf` (which must outlive them).
 pub struct Maps {
     events: AsyncFd<RingBuf<MapData>>,
-    flows: PerCpuHashMap<MapData, FlowKey, FlowCounters>,
+    flows: batch::FlowMap,
+    /// Reused buffer for the map reads.
+    scratch: Vec<(FlowKey, convert::Summed)>,
     flow_syn: BpfHashMap<MapData, FlowKey, u32>,
     owners: BpfHashMap<MapData, u64, ProcIdentity>,
     stats: PerCpuArray<MapData, u64>,
@@ -60,7 +63,11 @@ impl Maps {
                 .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
         Ok(Self {
             events,
-            flows: take(ebpf, "FLOWS")?,
+            flows: batch::FlowMap::new(
+                ebpf.take_map("FLOWS")
+                    .ok_or_else(|| anyhow!("map FLOWS missing from the eBPF object"))?,
+            )?,
+            scratch: Vec::new(),
             flow_syn: take(ebpf, "FLOW_SYN")?,
             owners: take(ebpf, "SOCK_OWNERS")?,
             stats: take(ebpf, "STATS")?,
@@ -227,14 +234,9 @@ impl EbpfCapture {
         let now = Instant::now();
         let mut present =
             HashSet::with_capacity_and_hasher(self.pipe.table.len(), Default::default());
-        let entries: Vec<(FlowKey, convert::Summed)> = self
-            .maps
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (k, convert::sum(v.iter())))
-            .collect();
-        for (key, s) in entries {
+        let mut entries = std::mem::take(&mut self.maps.scratch);
+        self.maps.flows.read_all(&mut entries);
+        for &(key, s) in &entries {
             let id = convert::flow_id(&key);
             present.insert(id);
             let update = Update {
@@ -257,6 +259,7 @@ impl EbpfCapture {
                 self.pipe.table.update(&id, update, now);
             }
         }
+        self.maps.scratch = entries;
         // Known flows the kernel no longer has were evicted (LRU) before they ended.
         let missing: HashSet<FlowId> = self
             .pipe
@@ -274,7 +277,7 @@ impl EbpfCapture {
         for id in self.pipe.tick(now) {
             // Already gone when evicted; otherwise forget it so a new flow starts afresh.
             let key = convert::flow_key(&id);
-            let _ = self.maps.flows.remove(&key);
+            self.maps.flows.remove(&key);
             if id.proto == crate::record::Proto::Tcp {
                 let _ = self.maps.flow_syn.remove(&key);
             }
