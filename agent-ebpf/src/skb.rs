@@ -104,26 +104,13 @@ fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
     let mut syn_seq = None;
     if l4 != 0 && key.proto == IPPROTO_TCP {
         let t: [u8; 16] = ctx.load(l4)?;
-        let sport = u16::from_be_bytes([t[0], t[1]]);
-        let dport = u16::from_be_bytes([t[2], t[3]]);
-        (key.local_port, key.remote_port) = if egress {
-            (sport, dport)
-        } else {
-            (dport, sport)
-        };
+        (key.local_port, key.remote_port) = ports(egress, [t[0], t[1], t[2], t[3]]);
         tcp_flags = t[13];
         if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
             syn_seq = Some(u32::from_be_bytes([t[4], t[5], t[6], t[7]]));
         }
     } else if l4 != 0 && key.proto == IPPROTO_UDP {
-        let u: [u8; 4] = ctx.load(l4)?;
-        let sport = u16::from_be_bytes([u[0], u[1]]);
-        let dport = u16::from_be_bytes([u[2], u[3]]);
-        (key.local_port, key.remote_port) = if egress {
-            (sport, dport)
-        } else {
-            (dport, sport)
-        };
+        (key.local_port, key.remote_port) = ports(egress, ctx.load(l4)?);
     }
     Ok(Some(Packet {
         key,
@@ -131,6 +118,18 @@ fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
         tcp_flags,
         syn_seq,
     }))
+}
+
+/// (local, remote) ports from the first four bytes of a TCP or UDP header.
+#[inline(always)]
+fn ports(egress: bool, h: [u8; 4]) -> (u16, u16) {
+    let sport = u16::from_be_bytes([h[0], h[1]]);
+    let dport = u16::from_be_bytes([h[2], h[3]]);
+    if egress {
+        (sport, dport)
+    } else {
+        (dport, sport)
+    }
 }
 
 #[inline(always)]

@@ -1,9 +1,9 @@
 //! `cordon-agent`: parses the command line and calls into the library.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use cordon_agent::{
-    config::{AgentConfig, CaptureMode},
+    config::AgentConfig,
     watch::{self, WatchArgs},
 };
 
@@ -21,32 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Capture flows on this host and print them live (needs root).
-    Watch {
-        /// Agent configuration file (TOML); defaults apply without one.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// cgroup v2 directory to watch instead of the whole host.
-        #[arg(long)]
-        cgroup: Option<PathBuf>,
-        /// Capture to use (overrides capture.mode).
-        #[arg(long, value_enum)]
-        capture: Option<CaptureMode>,
-        /// Host name to report (overrides host_name).
-        #[arg(long)]
-        host: Option<String>,
-        /// Print a statistics line (counts and drops) when stopping.
-        #[arg(long)]
-        stats_on_exit: bool,
-        /// Stop after this long (e.g. "30s"); default: until SIGINT/SIGTERM.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
-        /// Test hook: make one TCP connection of the agent's own to ADDR once capturing.
-        #[arg(long, hide = true, value_name = "ADDR")]
-        selftest_connect: Option<std::net::SocketAddr>,
-    },
+    Watch(WatchArgs),
     /// Check a configuration file and exit (0 when valid).
     Validate {
         #[arg(long)]
@@ -65,25 +40,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Watch {
-            config,
-            json,
-            cgroup,
-            capture,
-            host,
-            stats_on_exit,
-            duration,
-            selftest_connect,
-        } => watch::run(WatchArgs {
-            config,
-            json,
-            cgroup,
-            capture,
-            host,
-            stats_on_exit,
-            duration,
-            selftest_connect,
-        }),
+        Command::Watch(args) => watch::run(args),
         Command::Validate { config } => AgentConfig::load(&config)
             .map(|_| println!("{}: valid", config.display()))
             .map_err(Into::into),

@@ -9,14 +9,32 @@ use crate::{
     output,
 };
 
+/// `cordon-agent watch` options.
+#[derive(Clone, Debug, clap::Args)]
 pub struct WatchArgs {
+    /// Agent configuration file (TOML); defaults apply without one.
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
     pub json: bool,
+    /// cgroup v2 directory to watch instead of the whole host.
+    #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Capture to use (overrides capture.mode).
+    #[arg(long, value_enum)]
     pub capture: Option<CaptureMode>,
+    /// Host name to report (overrides host_name).
+    #[arg(long)]
     pub host: Option<String>,
+    /// Print a statistics line (counts and drops) when stopping.
+    #[arg(long)]
     pub stats_on_exit: bool,
+    /// Stop after this long (e.g. "30s"); default: until SIGINT/SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Test hook: make one TCP connection of the agent's own to ADDR once capturing.
+    #[arg(long, hide = true, value_name = "ADDR")]
     pub selftest_connect: Option<std::net::SocketAddr>,
 }
 
