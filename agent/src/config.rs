@@ -94,7 +94,7 @@ impl Default for CaptureConfig {
 /// A configuration that cannot be used, with the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -76,16 +76,21 @@ fn print_loop(rx: Receiver<Line>, json: bool) {
         let mut next = Some(first);
         while let Some(line) = next {
             if write_line(&mut out, line, json, &mut rows).is_err() {
-                // stdout is gone (closed pipe): nothing more can be printed.
-                return;
+                stdout_gone();
             }
             next = rx.try_recv().ok();
         }
         if out.flush().is_err() {
-            return;
+            stdout_gone();
         }
     }
     let _ = out.flush();
+}
+
+/// stdout was closed (`watch | head`): like any command-line tool, stop. Exiting detaches
+/// the kernel programs (their links die with the process).
+fn stdout_gone() -> ! {
+    std::process::exit(0)
 }
 
 fn write_line(out: &mut impl Write, line: Line, json: bool, rows: &mut u64) -> std::io::Result<()> {
