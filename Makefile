@@ -23,12 +23,7 @@ demo: setup
 ## The whole suite: formatting, lints, unit tests, and the privileged end-to-end tests
 ## (root, real kernel).
 test: setup
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --exclude cordon-agent-ebpf --all-targets -- -D warnings
-	cd agent-ebpf && $(CARGO) +nightly clippy -Z build-std=core --target bpfel-unknown-none --release -- -D warnings
-	$(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
-	$(CARGO) build -p cordon-agent
-	$(CARGO) test -p cordon-tests -- --test-threads=2
+	@bash scripts/test.sh
 
 test-unit:
 	$(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
