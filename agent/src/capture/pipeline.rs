@@ -2,7 +2,6 @@
 use std::{
     collections::HashSet,
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -131,7 +130,7 @@ impl Pipeline {
     ) -> serde_json::Value {
         serde_json::json!({
             "type": "stats",
-            "host": &*self.table_host(),
+            "host": &*self.table.host(),
             "capture": capture,
             "agent": self.stats,
             "output_dropped": self.output.dropped(),
@@ -144,9 +143,5 @@ impl Pipeline {
             },
             "kernel": kernel,
         })
-    }
-
-    fn table_host(&self) -> Arc<str> {
-        self.table.host()
     }
 }
