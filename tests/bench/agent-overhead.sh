@@ -82,7 +82,9 @@ measure() {
     fresh_netns "$1-$2-tput"
     ip netns exec "$NETNS" "$BENCH" throughput --bytes $((4 << 30)) > "$tmp/$1-$2-tput.json"
     fresh_netns "$1-$2-conn"
+    [[ -n $AGENT_PID ]] && "$BENCH" pid-stats "$AGENT_PID" > "$tmp/$1-agent-before-conn.json"
     ip netns exec "$NETNS" "$BENCH" connrate --seconds "$duration" > "$tmp/$1-$2-conn.json"
+    [[ -n $AGENT_PID ]] && "$BENCH" pid-stats "$AGENT_PID" > "$tmp/$1-agent-after-conn.json"
     drop_netns
     # Let the agent (if any) settle before the next measurement starts.
     sleep 3
@@ -150,6 +152,11 @@ for r in range(1, rounds + 1):
     cw, cg = load(f"{r}-without-conn.json"), load(f"{r}-with-conn.json")
     tw, tg = load(f"{r}-without-tput.json"), load(f"{r}-with-tput.json")
     ps = load(f"{r}-pidstats.json")
+    # CPU per connection: the benchmark's own, plus (with) the agent's during the run.
+    agent_cpu = (load(f"{r}-agent-after-conn.json")["cpu_seconds"]
+                 - load(f"{r}-agent-before-conn.json")["cpu_seconds"])
+    cpu_without = cw["cpu_us_per_conn"]
+    cpu_with = cg["cpu_us_per_conn"] + agent_cpu * 1e6 / max(cg["connections"], 1)
     starts, stats = agent_output(r)
     stats_lines.append(stats)
     rss = ps["peak_rss_kib"]
@@ -157,15 +164,18 @@ for r in range(1, rounds + 1):
         cw["rate_per_s"], cg["rate_per_s"], cg["rate_per_s"] / cw["rate_per_s"],
         tw["mib_per_s"], tg["mib_per_s"], tg["mib_per_s"] / tw["mib_per_s"],
         ps["cpu_seconds"], rss / 1024 if rss is not None else float("nan"), starts,
+        cpu_without, cpu_with, cpu_without / cpu_with,
     ])
 
-fmt = ["{:.0f}", "{:.0f}", "{:.3f}", "{:.0f}", "{:.0f}", "{:.3f}", "{:.2f}", "{:.1f}", "{:.0f}"]
+fmt = ["{:.0f}", "{:.0f}", "{:.3f}", "{:.0f}", "{:.0f}", "{:.3f}", "{:.2f}", "{:.1f}", "{:.0f}",
+       "{:.1f}", "{:.1f}", "{:.3f}"]
 def cells(values):
     return " | ".join(f.format(v) for f, v in zip(fmt, values))
 
 print("| round | conn/s without | conn/s with | ratio | MiB/s without | MiB/s with | ratio "
-      "| agent CPU s | agent peak RSS MiB | flow starts |")
-print("|---" * 10 + "|")
+      "| agent CPU s | agent peak RSS MiB | flow starts "
+      "| CPU µs/conn without | CPU µs/conn with (+agent) | CPU ratio |")
+print("|---" * 13 + "|")
 for r, row in enumerate(rows, 1):
     print(f"| {r} | {cells(row)} |")
 medians = [statistics.median(col) for col in zip(*rows)]

@@ -15,6 +15,7 @@ use super::convert::{self, Summed};
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// Flows read per call.
 const BATCH: usize = 1024;
 
@@ -73,10 +74,7 @@ pub struct FlowMap {
 impl FlowMap {
     pub fn new(map: Map) -> anyhow::Result<Self> {
         // The raw fd is only used for calls while `map`, which owns it, is alive.
-        let fd = match &map {
-            Map::PerCpuLruHashMap(d) | Map::PerCpuHashMap(d) => d.fd().as_fd().as_raw_fd() as u32,
-            _ => anyhow::bail!("map FLOWS is not a per-CPU hash map"),
-        };
+        let fd = map_fd(&map).ok_or_else(|| anyhow::anyhow!("map FLOWS is not a hash map"))?;
         let map: PerCpuHashMap<MapData, FlowKey, FlowCounters> = map.try_into()?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         Ok(Self {
@@ -140,14 +138,53 @@ impl FlowMap {
         }
     }
 
-    /// Deletes one flow (it may already be gone).
-    pub fn remove(&self, key: &FlowKey) {
-        let mut attr = ElemAttr {
-            map_fd: self.fd,
-            key: (key as *const FlowKey) as u64,
-            ..ElemAttr::default()
+    /// Deletes flows (some may already be gone).
+    pub fn remove_all(&self, keys: &[FlowKey]) {
+        delete_all(self.fd, keys);
+    }
+}
+
+/// The raw fd of a map, for the calls here; the map must outlive its use.
+pub fn map_fd(map: &Map) -> Option<u32> {
+    match map {
+        Map::PerCpuLruHashMap(d) | Map::PerCpuHashMap(d) | Map::LruHashMap(d) | Map::HashMap(d) => {
+            Some(d.fd().as_fd().as_raw_fd() as u32)
+        }
+        _ => None,
+    }
+}
+
+/// Deletes `keys` from a hash map with as few calls as it can: `BPF_MAP_DELETE_BATCH`
+/// stops at the first key that is missing (evicted, or re-created and deleted by the
+/// kernel), so that key is skipped and the rest goes on; kernels without the batch command
+/// get one call per key.
+pub fn delete_all(fd: u32, mut keys: &[FlowKey]) {
+    while !keys.is_empty() {
+        let n = keys.len().min(BATCH);
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            count: n as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
         };
-        let _ = bpf(BPF_MAP_DELETE_ELEM, &mut attr);
+        match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+            Ok(()) => keys = &keys[n..],
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // attr.count keys were deleted; the next one was missing.
+                keys = &keys[(attr.count as usize + 1).min(keys.len())..];
+            }
+            Err(_) => {
+                for key in keys {
+                    let mut one = ElemAttr {
+                        map_fd: fd,
+                        key: (key as *const FlowKey) as u64,
+                        ..ElemAttr::default()
+                    };
+                    let _ = bpf(BPF_MAP_DELETE_ELEM, &mut one);
+                }
+                return;
+            }
+        }
     }
 }
 

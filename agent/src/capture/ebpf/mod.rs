@@ -38,7 +38,8 @@ pub struct Maps {
     flows: batch::FlowMap,
     /// Reused buffer for the map reads.
     scratch: Vec<(FlowKey, convert::Summed)>,
-    flow_syn: BpfHashMap<MapData, FlowKey, u32>,
+    /// FLOW_SYN, kept as an untyped map: only deleted from, in batches.
+    flow_syn: aya::maps::Map,
     owners: BpfHashMap<MapData, u64, ProcIdentity>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -68,7 +69,9 @@ impl Maps {
                     .ok_or_else(|| anyhow!("map FLOWS missing from the eBPF object"))?,
             )?,
             scratch: Vec::new(),
-            flow_syn: take(ebpf, "FLOW_SYN")?,
+            flow_syn: ebpf
+                .take_map("FLOW_SYN")
+                .ok_or_else(|| anyhow!("map FLOW_SYN missing from the eBPF object"))?,
             owners: take(ebpf, "SOCK_OWNERS")?,
             stats: take(ebpf, "STATS")?,
         })
@@ -274,13 +277,13 @@ impl EbpfCapture {
                 self.pipe.stats.flows_evicted += 1;
             }
         }
-        for id in self.pipe.tick(now) {
-            // Already gone when evicted; otherwise forget it so a new flow starts afresh.
-            let key = convert::flow_key(&id);
-            self.maps.flows.remove(&key);
-            if id.proto == crate::record::Proto::Tcp {
-                let _ = self.maps.flow_syn.remove(&key);
-            }
+        // Ended flows leave the kernel maps (unless already evicted), so a new flow on the
+        // same 4-tuple starts afresh.
+        let ended: Vec<FlowKey> = self.pipe.tick(now).iter().map(convert::flow_key).collect();
+        self.maps.flows.remove_all(&ended);
+        if let Some(fd) = batch::map_fd(&self.maps.flow_syn) {
+            let tcp: Vec<FlowKey> = ended.into_iter().filter(|k| k.proto == 6).collect();
+            batch::delete_all(fd, &tcp);
         }
     }
 }
