@@ -53,6 +53,8 @@ struct Packet {
 
 #[inline(always)]
 fn parse(ctx: &SkBuffContext, egress: bool) -> Result<Option<Packet>, i64> {
+    // Spelled out rather than FlowKey::zeroed(): with the const fn, LLVM leaves a register
+    // the verifier sees as uninitialised ("R4 !read_ok") when the key is stored.
     let mut key = FlowKey {
         local_addr: [0; 16],
         remote_addr: [0; 16],

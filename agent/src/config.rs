@@ -148,23 +148,20 @@ impl AgentConfig {
                 return Err((field, "must be greater than 0".into()));
             }
         }
-        if c.export_interval_ms < c.poll_interval_ms {
-            return Err((
-                "capture.export_interval_ms",
-                format!(
-                    "must be at least capture.poll_interval_ms ({} ms), got {} ms",
-                    c.poll_interval_ms, c.export_interval_ms
-                ),
-            ));
-        }
-        if c.idle_timeout_ms < c.poll_interval_ms {
-            return Err((
-                "capture.idle_timeout_ms",
-                format!(
-                    "must be at least capture.poll_interval_ms ({} ms), got {} ms",
-                    c.poll_interval_ms, c.idle_timeout_ms
-                ),
-            ));
+        let at_least_a_poll = [
+            ("capture.export_interval_ms", c.export_interval_ms),
+            ("capture.idle_timeout_ms", c.idle_timeout_ms),
+        ];
+        for (field, value) in at_least_a_poll {
+            if value < c.poll_interval_ms {
+                return Err((
+                    field,
+                    format!(
+                        "must be at least capture.poll_interval_ms ({} ms), got {value} ms",
+                        c.poll_interval_ms
+                    ),
+                ));
+            }
         }
         if !c.ring_buffer_bytes.is_power_of_two() || c.ring_buffer_bytes < 4096 {
             return Err((

@@ -25,6 +25,17 @@ impl Proto {
         }
     }
 
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+            Proto::Other(n) => n,
+        }
+    }
+
     pub fn name(self) -> String {
         match self {
             Proto::Tcp => "tcp".into(),

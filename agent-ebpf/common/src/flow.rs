@@ -29,6 +29,20 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+impl FlowKey {
+    pub const fn zeroed() -> Self {
+        Self {
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            local_port: 0,
+            remote_port: 0,
+            family: 0,
+            proto: 0,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Per-CPU counters of one flow (the user side sums the CPUs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

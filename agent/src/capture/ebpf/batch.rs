@@ -81,7 +81,7 @@ impl FlowMap {
             map,
             fd,
             cpus,
-            keys: vec![zero_key(); BATCH],
+            keys: vec![FlowKey::zeroed(); BATCH],
             values: vec![FlowCounters::default(); BATCH * cpus],
             batch_ok: true,
         })
@@ -185,17 +185,5 @@ pub fn delete_all(fd: u32, mut keys: &[FlowKey]) {
                 return;
             }
         }
-    }
-}
-
-fn zero_key() -> FlowKey {
-    FlowKey {
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-        local_port: 0,
-        remote_port: 0,
-        family: 0,
-        proto: 0,
-        _pad: [0; 2],
     }
 }

@@ -97,8 +97,6 @@ pub fn flow_key(id: &FlowId) -> FlowKey {
     // Keys come from packet headers, so an IPv4 flow always has an IPv4 key.
     let family_v6 = id.local_ip.is_ipv6();
     let mut k = FlowKey {
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
         local_port: id.local_port,
         remote_port: id.remote_port,
         family: if family_v6 {
@@ -106,14 +104,8 @@ pub fn flow_key(id: &FlowId) -> FlowKey {
         } else {
             AF_INET
         },
-        proto: match id.proto {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-            Proto::Icmp => 1,
-            Proto::Icmpv6 => 58,
-            Proto::Other(n) => n,
-        },
-        _pad: [0; 2],
+        proto: id.proto.number(),
+        ..FlowKey::zeroed()
     };
     let put = |dst: &mut [u8; 16], ip: IpAddr| match (ip, family_v6) {
         (IpAddr::V4(v4), false) => dst[..4].copy_from_slice(&v4.octets()),

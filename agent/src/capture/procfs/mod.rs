@@ -115,11 +115,10 @@ impl ProcfsCapture {
         let Some(p) = &self.packets else {
             return Totals::default();
         };
-        let n = match id.proto {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-            _ => return Totals::default(),
-        };
+        if !matches!(id.proto, Proto::Tcp | Proto::Udp) {
+            return Totals::default();
+        }
+        let n = id.proto.number();
         let out = p.get(&(n, id.local_ip, id.local_port, id.remote_ip, id.remote_port));
         let inn = p.get(&(n, id.remote_ip, id.remote_port, id.local_ip, id.local_port));
         Totals {
