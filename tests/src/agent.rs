@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{Lab, wait_for, workspace};
+use crate::{Lab, workspace};
 
 /// The agent binary under test: `CORDON_AGENT` or the workspace's debug build.
 pub fn agent_bin() -> String {
@@ -50,7 +50,7 @@ impl Agent {
             fs::File::create(&stdout).expect("agent stdout").into(),
             fs::File::create(&stderr).expect("agent stderr").into(),
         );
-        wait_for(&stderr, "capture started", Duration::from_secs(30));
+        wait_for_start(&stderr);
         Agent {
             pid,
             stdout,
@@ -82,6 +82,22 @@ impl Agent {
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
+    }
+}
+
+/// Waits for "capture started"; fails at once with the agent's stderr if it exits first.
+fn wait_for_start(stderr: &std::path::Path) {
+    let start = Instant::now();
+    loop {
+        let text = fs::read_to_string(stderr).unwrap_or_default();
+        if text.contains("capture started") {
+            return;
+        }
+        assert!(
+            !text.contains("cordon-agent: ") && start.elapsed() < Duration::from_secs(30),
+            "the agent did not start capturing:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

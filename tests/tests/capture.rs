@@ -83,7 +83,14 @@ fn ebpf_capture_reports_flows_with_their_processes() {
         &dir.join("peer-udp.log"),
     );
     let selftest = format!("{PEER_IP}:8080");
-    let agent = Agent::start(&lab, &dir, "agent", &["--selftest-connect", &selftest]);
+    // --capture ebpf: a program the verifier refuses fails here, with its log, instead of
+    // falling back to procfs and failing later on what procfs cannot see.
+    let agent = Agent::start(
+        &lab,
+        &dir,
+        "agent",
+        &["--capture", "ebpf", "--selftest-connect", &selftest],
+    );
     // A server on the host, started after the agent.
     let server_pid = lab.start_server(
         true,
@@ -265,7 +272,7 @@ fn procfs_fallback_reports_the_same_tcp_flows() {
     )
     .expect("config");
     let cfg = cfg.to_string_lossy().into_owned();
-    let ebpf = Agent::start(&lab, &dir, "ebpf", &[]);
+    let ebpf = Agent::start(&lab, &dir, "ebpf", &["--capture", "ebpf"]);
     let procfs = Agent::start(
         &lab,
         &dir,
