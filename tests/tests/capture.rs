@@ -172,6 +172,11 @@ fn ebpf_capture_reports_flows_with_their_processes() {
     assert_eq!(f["state"], "closed");
     assert_eq!(f["verdict"], "forwarded");
     assert_process(f, curl_pid, &curl);
+    assert_eq!(
+        f["process"]["cmdline"],
+        format!("curl -sS --max-time 5 {url}"),
+        "{f}"
+    );
     assert_bytes_both_ways(f);
 
     let f = end_of(&flows, "bash → peer:8080", |f| {
@@ -179,6 +184,12 @@ fn ebpf_capture_reports_flows_with_their_processes() {
     });
     assert_process(f, bash_pid, &bash);
     assert!(f["bytes_out"].as_u64().is_some_and(|b| b > 0), "{f}");
+    // Usually gone before /proc could be read: the exec event carries the arguments.
+    let cmdline = f["process"]["cmdline"].as_str().unwrap_or_default();
+    assert!(
+        cmdline.starts_with("bash -c exec 3<>/dev/tcp/"),
+        "cmdline in {f}"
+    );
 
     let f = end_of(&flows, "udp → peer:9090", |f| peer(9090)(f));
     assert_eq!(
