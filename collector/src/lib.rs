@@ -1,3 +1,5 @@
-//! Cordon's collector. Today: its certificate authority (`pki`), the base of the agents'
-//! mTLS identities. Ingest, storage and the API arrive with the rest of the uplink issue.
+//! Cordon's collector. So far: its certificate authority (`pki`), the base of the agents'
+//! mTLS identities, and the embedded store (`store`). Ingest over QUIC, the API and the CLI
+//! arrive with the rest of the uplink issue.
 pub mod pki;
+pub mod store;

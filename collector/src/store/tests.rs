@@ -1,0 +1,227 @@
+use cordon_wire::{Direction, FlowBatch, FlowEvent, FlowRecord, Process, Proto, Verdict};
+
+use super::*;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn rec(event: FlowEvent, port: u16, exe: &str, t: u64) -> FlowRecord {
+    FlowRecord {
+        event,
+        first_seen_ns: t,
+        last_seen_ns: t + 1_000,
+        proto: Proto::Tcp,
+        direction: Direction::Outbound,
+        local: "10.0.0.1:40000".parse().expect("addr"),
+        remote: format!("10.0.0.2:{port}").parse().expect("addr"),
+        bytes_out: 100,
+        bytes_in: 200,
+        packets_out: 2,
+        packets_in: 2,
+        tcp_flags: (0x12, 0x12),
+        closed: event == FlowEvent::End,
+        verdict: Verdict::Forwarded,
+        process: Some(Process {
+            pid: 42,
+            ppid: Some(1),
+            uid: 0,
+            user: Some("root".into()),
+            comm: "curl".into(),
+            exe: Some(exe.into()),
+            cmdline: Some("curl x".into()),
+            cgroup: Some("/".into()),
+        }),
+        unattributed_reason: None,
+    }
+}
+
+fn batch(seq: u64, records: Vec<FlowRecord>) -> FlowBatch {
+    FlowBatch {
+        seq,
+        records,
+        dropped_before: 0,
+    }
+}
+
+fn store_with_h1() -> Store {
+    let mut s = Store::in_memory().expect("store");
+    let (_, seq) = s
+        .host_connected("h1-agent", "h1", "0.1.0", "ebpf", T0)
+        .expect("host");
+    assert_eq!(seq, 0);
+    s
+}
+
+#[test]
+fn batches_are_stored_once_and_resends_are_recognised() {
+    let mut s = store_with_h1();
+    let b = batch(1, vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0)]);
+    assert_eq!(
+        s.store_batch("h1-agent", &b).expect("store"),
+        Stored::New { records: 1 }
+    );
+    assert_eq!(
+        s.store_batch("h1-agent", &b).expect("resend"),
+        Stored::Duplicate
+    );
+    assert_eq!(s.flows(&FlowFilter::default()).expect("query").len(), 1);
+    // The stored sequence survives a reconnect.
+    let (_, seq) = s
+        .host_connected("h1-agent", "h1", "0.1.1", "ebpf", T0 + 5)
+        .expect("host");
+    assert_eq!(seq, 1);
+    assert!(matches!(
+        s.store_batch("nobody", &b),
+        Err(StoreError::UnknownAgent(_))
+    ));
+}
+
+#[test]
+fn flows_are_filtered_and_limited() {
+    let mut s = store_with_h1();
+    s.host_connected("h2-agent", "h2", "0.1.0", "procfs", T0)
+        .expect("host");
+    s.store_batch(
+        "h1-agent",
+        &batch(
+            1,
+            vec![
+                rec(FlowEvent::Start, 443, "/usr/bin/curl", T0),
+                rec(FlowEvent::End, 443, "/usr/bin/curl", T0 + 10),
+                rec(FlowEvent::Start, 5432, "/usr/bin/psql", T0 + 20),
+            ],
+        ),
+    )
+    .expect("store");
+    s.store_batch(
+        "h2-agent",
+        &batch(1, vec![rec(FlowEvent::Start, 22, "/usr/bin/ssh", T0)]),
+    )
+    .expect("store");
+    let q = |f: FlowFilter| s.flows(&f).expect("query");
+    assert_eq!(q(FlowFilter::default()).len(), 4);
+    assert_eq!(
+        q(FlowFilter {
+            host: Some("h2".into()),
+            ..Default::default()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        q(FlowFilter {
+            host: Some("h1-agent".into()),
+            ..Default::default()
+        })
+        .len(),
+        3
+    );
+    assert_eq!(
+        q(FlowFilter {
+            port: Some(443),
+            ..Default::default()
+        })
+        .len(),
+        2
+    );
+    let psql = q(FlowFilter {
+        exe: Some("/usr/bin/psql".into()),
+        ..Default::default()
+    });
+    assert_eq!(psql.len(), 1);
+    assert_eq!((psql[0].remote_port, psql[0].pid), (5432, Some(42)));
+    assert_eq!(
+        q(FlowFilter {
+            since_ns: Some(T0 + 1_015),
+            ..Default::default()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        q(FlowFilter {
+            until_ns: Some(T0 + 5),
+            ..Default::default()
+        })
+        .len(),
+        2
+    );
+    let newest = q(FlowFilter {
+        limit: 1,
+        ..Default::default()
+    });
+    assert_eq!(newest[0].remote_port, 5432);
+    assert_eq!(
+        q(FlowFilter {
+            remote_ip: Some("10.0.0.9".parse().expect("ip")),
+            ..Default::default()
+        })
+        .len(),
+        0
+    );
+}
+
+#[test]
+fn conversations_count_flow_starts_per_edge() {
+    let mut s = store_with_h1();
+    let recs = vec![
+        rec(FlowEvent::Start, 443, "/usr/bin/curl", T0),
+        rec(FlowEvent::End, 443, "/usr/bin/curl", T0),
+        rec(FlowEvent::Start, 443, "/usr/bin/curl", T0 + 1),
+        rec(FlowEvent::Start, 5432, "/usr/bin/psql", T0 + 2),
+    ];
+    s.store_batch("h1-agent", &batch(1, recs)).expect("store");
+    let edges = s.conversations("h1-agent").expect("edges");
+    assert_eq!(edges.len(), 2);
+    assert_eq!(
+        edges[0],
+        Conversation {
+            direction: "outbound".into(),
+            proto: "tcp".into(),
+            remote_ip: "10.0.0.2".into(),
+            port: 443,
+            exe: "/usr/bin/curl".into(),
+            flows: 2,
+        }
+    );
+}
+
+#[test]
+fn retention_removes_old_flows_and_the_file_reopens() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("cordon.db");
+    {
+        let mut s = Store::open(&path).expect("open");
+        s.host_connected("h1-agent", "h1", "0.1.0", "ebpf", T0)
+            .expect("host");
+        s.store_batch(
+            "h1-agent",
+            &batch(
+                1,
+                vec![
+                    rec(FlowEvent::Start, 1, "/a", T0),
+                    rec(FlowEvent::Start, 2, "/b", T0 + 1_000_000),
+                ],
+            ),
+        )
+        .expect("store");
+        assert_eq!(s.apply_retention(T0 + 500_000).expect("retention"), 1);
+    }
+    let s = Store::open(&path).expect("reopen");
+    let left = s.flows(&FlowFilter::default()).expect("query");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].remote_port, 2);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("cordon.db");
+    drop(Store::open(&path).expect("create"));
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    conn.pragma_update(None, "user_version", 99).expect("bump");
+    drop(conn);
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
+}
