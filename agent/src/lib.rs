@@ -4,6 +4,7 @@
 //! - `process`: attribution of flows to processes;
 //! - `flows`: aggregation and export timing;
 //! - `record` / `output`: what is exported and how `watch` prints it;
+//! - `spool`: the bounded on-disk queue of flow batches awaiting the collector's ack;
 //! - `config`: the agent's TOML configuration.
 pub mod capture;
 pub mod config;
@@ -11,4 +12,5 @@ pub mod flows;
 pub mod output;
 pub mod process;
 pub mod record;
+pub mod spool;
 pub mod watch;
