@@ -5,6 +5,7 @@
 //! - [`codec`]: frames are a 4-byte big-endian length and the encoded message, with a hard
 //!   size limit checked before anything is allocated; a frame that does not decode, or
 //!   decodes to values out of range, is an error for that connection, never a panic.
+//! - [`transport`]: QUIC with TLS 1.3 and client certificates, and frames on its streams.
 //! - [`version`]: each side says the range of protocol versions it speaks; the highest
 //!   common one is used.
 //!
@@ -17,6 +18,7 @@
 mod check;
 pub mod codec;
 pub mod messages;
+pub mod transport;
 pub mod version;
 
 pub use codec::{FrameCodec, MAX_FRAME_BYTES, WireError, decode, encode};

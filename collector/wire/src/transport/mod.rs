@@ -1,0 +1,158 @@
+//! The secure transport: QUIC (quinn) with TLS 1.3 only, mutual authentication against the
+//! collector's CA, one crypto provider (ring) everywhere, and a protocol name (ALPN) so a
+//! stray client of another protocol is refused in the handshake. Messages travel on a
+//! stream as frames ([`write_message`] / [`read_message`]).
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::{
+    RootCertStore,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{MAX_FRAME_BYTES, Message, WireError, decode, encode};
+
+/// ALPN protocol name of this protocol.
+pub const ALPN: &[u8] = b"cordon/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("QUIC crypto: {0}")]
+    Quic(String),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TransportError::Pem {
+            what: "CA certificate",
+            reason: e.to_string(),
+        })?;
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(TransportError::Pem {
+            what: "CA certificate",
+            reason: "no certificate in the PEM".into(),
+        });
+    }
+    Ok(Arc::new(roots))
+}
+
+fn identity(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TransportError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TransportError::Pem {
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TransportError::Pem {
+            what: "certificate",
+            reason: "no certificate in the PEM".into(),
+        });
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TransportError::Pem {
+            what: "private key",
+            reason: e.to_string(),
+        })?;
+    Ok((certs, key))
+}
+
+/// The collector's side: its certificate, and client certificates required and checked
+/// against the CA.
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider()).build()?;
+    let (certs, key) = identity(cert_pem, key_pem)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// The agent's side: the collector must present a certificate from the CA, and the agent
+/// presents its own.
+pub fn client_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let (certs, key) = identity(cert_pem, key_pem)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// The certificate the peer authenticated with (its identity), if any.
+pub fn peer_certificate(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    conn.peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// Writes one framed message.
+pub async fn write_message(
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    msg: &Message,
+) -> Result<(), WireError> {
+    let body = encode(msg)?;
+    out.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    out.write_all(&body).await?;
+    Ok(())
+}
+
+/// Reads one framed message; `None` at a clean end of stream. The length is checked
+/// before the body is read.
+pub async fn read_message(
+    input: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<Option<Message>, WireError> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::FrameTooLarge {
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body).await?;
+    decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests;
