@@ -229,6 +229,47 @@ impl Store {
         })
     }
 
+    /// Whether agent `agent_id` was revoked (unknown agents are not).
+    pub fn is_revoked(&self, agent_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT revoked FROM hosts WHERE agent_id = ?1",
+                [agent_id],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Refuses agent `agent_id` from now on (its certificate stays valid cryptographically,
+    /// so the collector checks this at every connection). Returns false if unknown.
+    pub fn revoke(&mut self, agent_id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE hosts SET revoked = 1 WHERE agent_id = ?1",
+            [agent_id],
+        )? == 1)
+    }
+
+    /// Stores the latest inventory of an agent (the encoded message).
+    pub fn store_inventory(
+        &mut self,
+        agent_id: &str,
+        body: &[u8],
+        now_ns: u64,
+    ) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO inventory (host_id, updated_ns, body)
+             SELECT id, ?2, ?3 FROM hosts WHERE agent_id = ?1
+             ON CONFLICT(host_id) DO UPDATE SET updated_ns = ?2, body = ?3",
+            params![agent_id, ns(now_ns), body],
+        )?;
+        if n == 0 {
+            return Err(StoreError::UnknownAgent(agent_id.to_string()));
+        }
+        Ok(())
+    }
+
     /// Deletes flows last seen before `before_ns`; returns how many.
     pub fn apply_retention(&mut self, before_ns: u64) -> Result<usize, StoreError> {
         Ok(self

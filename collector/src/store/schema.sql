@@ -7,7 +7,8 @@ CREATE TABLE hosts (
     capture       TEXT NOT NULL DEFAULT '',
     first_seen_ns INTEGER NOT NULL,
     last_seen_ns  INTEGER NOT NULL,
-    last_seq      INTEGER NOT NULL DEFAULT 0  -- highest flow batch durably stored
+    last_seq      INTEGER NOT NULL DEFAULT 0, -- highest flow batch durably stored
+    revoked       INTEGER NOT NULL DEFAULT 0  -- 1: the agent's certificate is refused
 );
 
 CREATE TABLE inventory (

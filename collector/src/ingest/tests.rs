@@ -1,0 +1,234 @@
+//! The ingest endpoint over real QUIC on loopback, against an in-memory store.
+use std::net::{Ipv4Addr, SocketAddr};
+
+use cordon_wire::{
+    Direction, FlowBatch, FlowEvent, FlowRecord, Goodbye, Hello, Proto, Verdict,
+    transport::{client_config, server_config},
+};
+use rcgen::{CertificateParams, KeyPair};
+
+use super::*;
+use crate::{pki::Ca, store::FlowFilter};
+
+struct Lab {
+    ca: Ca,
+    endpoint: quinn::Endpoint,
+    store: SharedStore,
+}
+
+fn lab() -> Lab {
+    let ca = Ca::generate("test CA").expect("ca");
+    let (cert, key) = ca.issue_server(&["127.0.0.1".into()]).expect("server cert");
+    let cfg = server_config(&ca.cert_pem, &cert, &key).expect("server config");
+    let endpoint =
+        quinn::Endpoint::server(cfg, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("endpoint");
+    let store: SharedStore = Arc::new(Mutex::new(Store::in_memory().expect("store")));
+    tokio::spawn(serve(endpoint.clone(), store.clone()));
+    Lab {
+        ca,
+        endpoint,
+        store,
+    }
+}
+
+/// An agent identity enrolled with the lab's CA.
+fn agent(lab: &Lab, id: &str) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let csr = CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    (
+        lab.ca.sign_agent(&csr, id, 1).expect("sign"),
+        key.serialize_pem(),
+    )
+}
+
+struct Agent {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn connect(lab: &Lab, identity: &(String, String)) -> Agent {
+    let cfg = client_config(&lab.ca.cert_pem, &identity.0, &identity.1).expect("client config");
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client");
+    endpoint.set_default_client_config(cfg);
+    let conn = endpoint
+        .connect(lab.endpoint.local_addr().expect("addr"), "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (send, recv) = conn.open_bi().await.expect("stream");
+    Agent {
+        send,
+        recv,
+        _endpoint: endpoint,
+    }
+}
+
+impl Agent {
+    async fn say(&mut self, m: &Message) {
+        write_message(&mut self.send, m).await.expect("send");
+    }
+
+    async fn hear(&mut self) -> Option<Message> {
+        read_message(&mut self.recv).await.ok().flatten()
+    }
+
+    async fn hello(&mut self) -> Option<Message> {
+        self.say(&Message::Hello(Hello {
+            protocol_min: 1,
+            protocol_max: 1,
+            agent_version: "0.1.0".into(),
+            host_name: "h1".into(),
+            capture: "ebpf".into(),
+            boot_id: "b".into(),
+            last_seq: 0,
+        }))
+        .await;
+        self.hear().await
+    }
+}
+
+fn batch(seq: u64, n: u16) -> Message {
+    let records = (0..n)
+        .map(|i| FlowRecord {
+            event: FlowEvent::Start,
+            first_seen_ns: 1_700_000_000_000_000_000,
+            last_seen_ns: 1_700_000_000_000_000_001,
+            proto: Proto::Tcp,
+            direction: Direction::Outbound,
+            local: "10.0.0.1:40000".parse().expect("addr"),
+            remote: SocketAddr::from(([10, 0, 0, 2], 1000 + i)),
+            bytes_out: 60,
+            bytes_in: 0,
+            packets_out: 1,
+            packets_in: 0,
+            tcp_flags: (2, 0),
+            closed: false,
+            verdict: Verdict::Forwarded,
+            process: None,
+            unattributed_reason: Some("test".into()),
+        })
+        .collect();
+    Message::FlowBatch(FlowBatch {
+        seq,
+        records,
+        dropped_before: 0,
+    })
+}
+
+fn stored_flows(lab: &Lab) -> usize {
+    lab.store
+        .lock()
+        .expect("lock")
+        .flows(&FlowFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .expect("query")
+        .len()
+}
+
+#[tokio::test]
+async fn batches_are_acknowledged_once_stored_and_resends_are_not_stored_twice() {
+    let lab = lab();
+    let id = agent(&lab, "h1-agent");
+    let mut a = connect(&lab, &id).await;
+    assert_eq!(
+        a.hello().await,
+        Some(Message::Welcome(Welcome {
+            protocol: 1,
+            stored_seq: 0
+        }))
+    );
+    a.say(&batch(1, 3)).await;
+    assert_eq!(a.hear().await, Some(Message::Ack(Ack { seq: 1 })));
+    a.say(&batch(1, 3)).await; // the ack was "lost": a resend
+    assert_eq!(a.hear().await, Some(Message::Ack(Ack { seq: 1 })));
+    a.say(&batch(2, 2)).await;
+    assert_eq!(a.hear().await, Some(Message::Ack(Ack { seq: 2 })));
+    assert_eq!(stored_flows(&lab), 5);
+    a.say(&Message::Goodbye(Goodbye {
+        reason: "restart".into(),
+    }))
+    .await;
+
+    // After a reconnect the collector says what it has.
+    let mut a = connect(&lab, &id).await;
+    assert_eq!(
+        a.hello().await,
+        Some(Message::Welcome(Welcome {
+            protocol: 1,
+            stored_seq: 2
+        }))
+    );
+}
+
+#[tokio::test]
+async fn malformed_input_closes_that_connection_only() {
+    let lab = lab();
+    let id = agent(&lab, "h1-agent");
+    let mut bad = connect(&lab, &id).await;
+    assert!(matches!(bad.hello().await, Some(Message::Welcome(_))));
+    // A frame that is not a message.
+    tokio::io::AsyncWriteExt::write_all(&mut bad.send, &[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .expect("write");
+    assert_eq!(
+        bad.hear().await,
+        None,
+        "the connection stays open after garbage"
+    );
+
+    // Another agent, and the same one again, are served as usual.
+    let mut good = connect(&lab, &agent(&lab, "h2-agent")).await;
+    assert!(matches!(good.hello().await, Some(Message::Welcome(_))));
+    good.say(&batch(1, 1)).await;
+    assert_eq!(good.hear().await, Some(Message::Ack(Ack { seq: 1 })));
+
+    // Speaking out of turn is refused too.
+    let mut rude = connect(&lab, &id).await;
+    rude.say(&batch(1, 1)).await;
+    assert_eq!(rude.hear().await, None, "a batch before Hello was accepted");
+}
+
+#[tokio::test]
+async fn revoked_agents_are_turned_away() {
+    let lab = lab();
+    let id = agent(&lab, "h1-agent");
+    let mut a = connect(&lab, &id).await;
+    assert!(matches!(a.hello().await, Some(Message::Welcome(_))));
+    assert!(
+        lab.store
+            .lock()
+            .expect("lock")
+            .revoke("h1-agent")
+            .expect("revoke")
+    );
+    let mut again = connect(&lab, &id).await;
+    assert_eq!(again.hello().await, None, "a revoked agent got a Welcome");
+}
+
+#[test]
+fn agent_ids_come_from_the_certificate_subject() {
+    let ca = Ca::generate("test CA").expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let csr = CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let pem_text = ca.sign_agent(&csr, "db-3.lab", 1).expect("sign");
+    let der = pem::parse(pem_text).expect("pem").into_contents();
+    assert_eq!(agent_id(&der).expect("id"), "db-3.lab");
+    assert!(matches!(
+        agent_id(b"junk"),
+        Err(IngestError::BadCertificate(_))
+    ));
+}
