@@ -5,6 +5,7 @@
 //! - `flows`: aggregation and export timing;
 //! - `record` / `output`: what is exported and how `watch` prints it;
 //! - `spool`: the bounded on-disk queue of flow batches awaiting the collector's ack;
+//! - `uplink`: the connection to the collector (QUIC, mTLS), fed from the spool;
 //! - `config`: the agent's TOML configuration.
 pub mod capture;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod output;
 pub mod process;
 pub mod record;
 pub mod spool;
+pub mod uplink;
 pub mod watch;

@@ -196,10 +196,13 @@ impl Spool {
 
     /// Encoded batches not yet acknowledged, oldest first (to send after a reconnect).
     pub fn pending(&self) -> impl Iterator<Item = Result<Vec<u8>, SpoolError>> + '_ {
-        self.batches.keys().map(|seq| {
-            let path = batch_path(&self.dir, *seq);
-            fs::read(&path).map_err(io(&path))
-        })
+        self.batches.keys().map(|seq| self.read(*seq))
+    }
+
+    /// One spooled batch's encoded body.
+    pub fn read(&self, seq: u64) -> Result<Vec<u8>, SpoolError> {
+        let path = batch_path(&self.dir, seq);
+        fs::read(&path).map_err(io(&path))
     }
 
     pub fn pending_batches(&self) -> usize {
