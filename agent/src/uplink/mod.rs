@@ -3,6 +3,7 @@
 //! size. Reconnects back off exponentially with jitter and move on to the next configured
 //! collector address each time.
 mod backoff;
+pub mod convert;
 
 use std::{net::SocketAddr, time::Duration};
 
