@@ -29,7 +29,7 @@ test-unit:
 	$(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
 
 test-privileged:
-	$(CARGO) build -p cordon-agent
+	$(CARGO) build -p cordon-agent -p cordon-collector
 	$(CARGO) test -p cordon-tests -- --test-threads=2
 
 lint:

@@ -35,6 +35,61 @@ pub struct AgentConfig {
     pub host_name: String,
     /// Flow capture settings.
     pub capture: CaptureConfig,
+    /// Connection to the collector (`cordon-agent run`).
+    pub uplink: UplinkConfig,
+}
+
+/// `[uplink]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Collector addresses ("IP:port"), tried in turn; at least one for `run`.
+    pub collectors: Vec<String>,
+    /// Name the collectors' certificate carries; empty means the first collector's IP.
+    pub server_name: String,
+    /// The collector's CA certificate (PEM), saved at enrollment.
+    pub ca_file: PathBuf,
+    /// This agent's certificate (PEM), signed by the collector at enrollment.
+    pub cert_file: PathBuf,
+    /// This agent's private key (PEM); it never leaves the host.
+    pub key_file: PathBuf,
+    /// Directory of the on-disk spool of unacknowledged batches.
+    pub spool_dir: PathBuf,
+    /// Spool size in bytes; beyond it the oldest batches are dropped (and counted).
+    pub spool_max_bytes: u64,
+    /// Most records in one batch.
+    pub batch_max_records: usize,
+    /// A batch is sent at least this often while records arrive, in milliseconds.
+    pub batch_interval_ms: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            collectors: Vec::new(),
+            server_name: String::new(),
+            ca_file: PathBuf::from("/var/lib/cordon/ca.pem"),
+            cert_file: PathBuf::from("/var/lib/cordon/agent.pem"),
+            key_file: PathBuf::from("/var/lib/cordon/agent.key"),
+            spool_dir: PathBuf::from("/var/lib/cordon/spool"),
+            spool_max_bytes: 256 * 1024 * 1024,
+            batch_max_records: 1000,
+            batch_interval_ms: 200,
+        }
+    }
+}
+
+impl UplinkConfig {
+    /// The collector addresses, parsed; the error names the field.
+    pub fn collector_addrs(&self) -> Result<Vec<std::net::SocketAddr>, (&'static str, String)> {
+        self.collectors
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ("uplink.collectors", format!("`{c}` is not IP:port")))
+            })
+            .collect()
+    }
 }
 
 /// `[capture]`.
@@ -194,6 +249,27 @@ impl AgentConfig {
             return Err((
                 "capture.cgroup_path",
                 format!("must be an absolute path, got {}", c.cgroup_path.display()),
+            ));
+        }
+        let u = &self.uplink;
+        u.collector_addrs()?;
+        if u.batch_max_records == 0 || u.batch_max_records > cordon_wire::MAX_BATCH_RECORDS {
+            return Err((
+                "uplink.batch_max_records",
+                format!(
+                    "must be 1 to {}, got {}",
+                    cordon_wire::MAX_BATCH_RECORDS,
+                    u.batch_max_records
+                ),
+            ));
+        }
+        if u.batch_interval_ms == 0 {
+            return Err(("uplink.batch_interval_ms", "must be greater than 0".into()));
+        }
+        if u.spool_max_bytes < 1024 * 1024 {
+            return Err((
+                "uplink.spool_max_bytes",
+                format!("must be at least 1 MiB, got {}", u.spool_max_bytes),
             ));
         }
         if self.host_name.len() > 253 {

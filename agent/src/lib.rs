@@ -9,10 +9,12 @@
 //! - `config`: the agent's TOML configuration.
 pub mod capture;
 pub mod config;
+pub mod enroll;
 pub mod flows;
 pub mod output;
 pub mod process;
 pub mod record;
+pub mod run;
 pub mod spool;
 pub mod uplink;
 pub mod watch;

@@ -22,6 +22,18 @@ struct Cli {
 enum Command {
     /// Capture flows on this host and print them live (needs root).
     Watch(WatchArgs),
+    /// Capture flows and stream them to the collector (needs root and an enrolled agent).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Make this agent's key and a certificate signing request (the key never leaves the
+    /// host; the collector signs the request).
+    Csr {
+        /// Where to write `agent.key` (mode 0600) and `agent.csr`.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
     /// Check a configuration file and exit (0 when valid).
     Validate {
         #[arg(long)]
@@ -41,6 +53,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Watch(args) => watch::run(args),
+        Command::Run { config } => cordon_agent::run::run(&config),
+        Command::Csr { out_dir } => cordon_agent::enroll::write_csr(&out_dir).map(|csr| {
+            println!("{}", csr.display());
+        }),
         Command::Validate { config } => AgentConfig::load(&config)
             .map(|_| println!("{}: valid", config.display()))
             .map_err(Into::into),

@@ -50,20 +50,28 @@ impl Output {
     }
 }
 
+impl Output {
+    /// A bounded queue of `capacity` lines and its consuming end.
+    pub fn channel(capacity: usize) -> (Output, Receiver<Line>) {
+        let (tx, rx) = sync_channel(capacity);
+        (
+            Output {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+}
+
 /// Starts the printer thread. Drop every `Output` clone, then join the handle to flush.
 pub fn spawn(json: bool, capacity: usize) -> (Output, JoinHandle<()>) {
-    let (tx, rx) = sync_channel(capacity);
+    let (out, rx) = Output::channel(capacity);
     let handle = std::thread::Builder::new()
         .name("cordon-output".into())
         .spawn(move || print_loop(rx, json))
         .expect("spawning the output thread");
-    (
-        Output {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        },
-        handle,
-    )
+    (out, handle)
 }
 
 fn print_loop(rx: Receiver<Line>, json: bool) {

@@ -1,5 +1,105 @@
-//! Cordon's collector. Ingest, storage and the API arrive with the uplink.
+//! `cordon-collector`: parses the command line and calls into the library.
+use std::{path::PathBuf, process::ExitCode};
 
-fn main() {
-    println!("cordon-collector {}", env!("CARGO_PKG_VERSION"));
+use clap::{Parser, Subcommand};
+use cordon_collector::{config::CollectorConfig, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "cordon-collector",
+    version,
+    about = "Cordon collector: ingest and store agents' flows"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector until SIGINT/SIGTERM.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Sign an agent's certificate request with this collector's CA (offline enrollment).
+    SignAgent {
+        #[arg(long)]
+        config: PathBuf,
+        /// The agent's id (its certificate's common name).
+        #[arg(long)]
+        id: String,
+        /// The request made by `cordon-agent csr`.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the agent's certificate.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the CA certificate here, for the agent's `uplink.ca_file`.
+        #[arg(long)]
+        ca_out: Option<PathBuf>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Check a configuration file and exit (0 when valid).
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let res = match Cli::parse().command {
+        Command::Validate { config } => {
+            CollectorConfig::load(&config).map(|_| println!("{}: valid", config.display()))
+        }
+        Command::SignAgent {
+            config,
+            id,
+            csr,
+            out,
+            ca_out,
+            days,
+        } => CollectorConfig::load(&config).and_then(|cfg| {
+            let ca = cordon_collector::pki::load_or_create(
+                &cfg.data_dir.join("pki"),
+                "Cordon collector CA",
+            )?;
+            let request = std::fs::read_to_string(&csr)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", csr.display()))?;
+            std::fs::write(&out, ca.sign_agent(&request, &id, days)?)?;
+            if let Some(ca_out) = ca_out {
+                std::fs::write(ca_out, &ca.cert_pem)?;
+            }
+            println!(
+                "signed {id}: {} (CA fingerprint {})",
+                out.display(),
+                ca.fingerprint()
+            );
+            Ok(())
+        }),
+        Command::Run { config } => CollectorConfig::load(&config).and_then(|cfg| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(serve::run(cfg))
+        }),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cordon-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -20,6 +20,16 @@ pub fn agent_bin() -> String {
     })
 }
 
+/// The collector binary under test: `CORDON_COLLECTOR` or the workspace's debug build.
+pub fn collector_bin() -> String {
+    std::env::var("CORDON_COLLECTOR").unwrap_or_else(|_| {
+        workspace()
+            .join("target/debug/cordon-collector")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
 pub struct Agent {
     pub pid: u32,
     pub stdout: PathBuf,

@@ -219,6 +219,13 @@ impl Lab {
     }
 }
 
+/// Sends SIGINT to `pid` (a lab process) so it can stop cleanly.
+pub fn interrupt(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+}
+
 /// Waits until `path` contains `needle`; panics with the file's text after `timeout`.
 pub fn wait_for(path: &Path, needle: &str, timeout: Duration) {
     let start = Instant::now();

@@ -162,6 +162,9 @@ async fn handle(conn: &quinn::Connection, store: &SharedStore) -> Result<(), Ing
             Message::Goodbye(g) => {
                 tracing::info!(agent = %agent, reason = %g.reason, "agent said goodbye");
                 send.finish()?;
+                // Let the last acks reach the agent before the connection goes away.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
                 return Ok(());
             }
             other => {

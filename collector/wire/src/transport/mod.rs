@@ -18,6 +18,18 @@ use crate::{MAX_FRAME_BYTES, Message, WireError, decode, encode};
 /// ALPN protocol name of this protocol.
 pub const ALPN: &[u8] = b"cordon/1";
 
+/// A peer silent this long is gone (agents keep their connection alive more often).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // 10 s always fits a VarInt, so the conversion cannot fail.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    Arc::new(t)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("{what}: {reason}")]
@@ -92,7 +104,9 @@ pub fn server_config(
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
 }
 
 /// The agent's side: the collector must present a certificate from the CA, and the agent
@@ -109,7 +123,9 @@ pub fn client_config(
         .with_client_auth_cert(certs, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
 }
 
 /// The certificate the peer authenticated with (its identity), if any.

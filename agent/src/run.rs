@@ -1,0 +1,151 @@
+//! `cordon-agent run`: the capture streaming to the collector. Records leave the capture
+//! through the same bounded queue `watch` prints from; a batcher thread groups them
+//! (`batch_max_records`, `batch_interval_ms`) in their wire form and hands the batches to
+//! the uplink, which spools each one before sending it.
+use std::{
+    path::Path,
+    sync::{Arc, mpsc::RecvTimeoutError},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use crate::{
+    capture::{self, Settings, Stop},
+    config::AgentConfig,
+    output::{Line, Output},
+    spool::Spool,
+    uplink::{Backoff, Collector, Identity, Uplink, convert::to_wire},
+    watch::host_name,
+};
+
+fn read(path: &Path, what: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// Groups records into batches and passes them on; ends when the capture's queue closes.
+fn batcher(
+    rx: std::sync::mpsc::Receiver<Line>,
+    tx: mpsc::Sender<Vec<cordon_wire::FlowRecord>>,
+    max: usize,
+    every: Duration,
+) {
+    let mut batch = Vec::with_capacity(max);
+    let mut since = Instant::now();
+    loop {
+        let wait = every.saturating_sub(since.elapsed());
+        let closed = match rx.recv_timeout(wait) {
+            Ok(Line::Flow(rec)) => {
+                batch.push(to_wire(&rec));
+                false
+            }
+            Ok(Line::Json(v)) => {
+                tracing::info!(stats = %v, "capture statistics");
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if !batch.is_empty() && (closed || batch.len() >= max || since.elapsed() >= every) {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(max));
+            if tx.blocking_send(full).is_err() {
+                return;
+            }
+        }
+        if batch.is_empty() {
+            since = Instant::now();
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+pub fn run(config: &Path) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(config)?;
+    let u = &cfg.uplink;
+    let addrs = u
+        .collector_addrs()
+        .map_err(|(field, msg)| anyhow::anyhow!("{}: field `{field}`: {msg}", config.display()))?;
+    if addrs.is_empty() {
+        bail!(
+            "{}: field `uplink.collectors`: at least one collector is needed to run",
+            config.display()
+        );
+    }
+    let server_name = if u.server_name.is_empty() {
+        addrs[0].ip().to_string()
+    } else {
+        u.server_name.clone()
+    };
+    let tls = cordon_wire::transport::client_config(
+        &read(&u.ca_file, "the collector CA")?,
+        &read(&u.cert_file, "the agent certificate")?,
+        &read(&u.key_file, "the agent key")?,
+    )
+    .context("TLS set-up (enroll the agent first)")?;
+    let spool = Spool::open(&u.spool_dir, u.spool_max_bytes)?;
+    let host = if cfg.host_name.is_empty() {
+        host_name()
+    } else {
+        cfg.host_name.clone()
+    };
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut uplink = Uplink {
+        collectors: addrs
+            .into_iter()
+            .map(|addr| Collector {
+                addr,
+                server_name: server_name.clone(),
+            })
+            .collect(),
+        tls,
+        identity: Identity {
+            host_name: host.clone(),
+            capture: cfg.capture.mode.as_str().into(),
+            boot_id,
+        },
+        spool,
+        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+        stats: Default::default(),
+    };
+    let (out, lines) = Output::channel(cfg.capture.output_queue);
+    let (batches_tx, batches_rx) = mpsc::channel(64);
+    let (max, every) = (
+        u.batch_max_records,
+        Duration::from_millis(u.batch_interval_ms),
+    );
+    let batch_thread = std::thread::Builder::new()
+        .name("cordon-batcher".into())
+        .spawn(move || batcher(lines, batches_tx, max, every))
+        .context("starting the batcher")?;
+    let settings = Settings {
+        host: Arc::from(host),
+        cgroup: (!cfg.capture.cgroup_path.as_os_str().is_empty())
+            .then(|| cfg.capture.cgroup_path.clone()),
+        capture: cfg.capture.clone(),
+        stats_on_exit: true,
+        selftest_connect: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let uplink_task = tokio::spawn(async move {
+            let res = uplink.run(batches_rx).await;
+            (res, uplink)
+        });
+        let stop = Stop::on_signals(None)?;
+        let captured = capture::run(settings, out, stop).await;
+        // The capture dropped its queue: the batcher flushes and closes the uplink's input.
+        let (sent, uplink) = uplink_task.await.context("uplink task")?;
+        tracing::info!(stats = ?uplink.stats, pending = uplink.spool.pending_batches(), drops = ?uplink.spool.drops, "uplink stopped");
+        captured.and(sent)
+    })?;
+    let _ = batch_thread.join();
+    Ok(())
+}

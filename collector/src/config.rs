@@ -1,0 +1,92 @@
+//! The collector's TOML configuration (`cordon-collector validate --config FILE`).
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// `/etc/cordon/collector.toml`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// UDP address the agents' QUIC connections arrive on.
+    pub listen: SocketAddr,
+    /// Where the CA, the database and the rest of the state live.
+    pub data_dir: PathBuf,
+    /// Names (DNS or IP) agents use to reach this collector; they go in its certificate.
+    pub server_names: Vec<String>,
+    /// Flows last seen longer ago than this are deleted, in hours.
+    pub retention_hours: u64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            data_dir: PathBuf::from("/var/lib/cordon-collector"),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            retention_hours: 24 * 7,
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Reads and checks a config file; errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let bad =
+            |field: &str, msg: &str| anyhow::anyhow!("{}: field `{field}`: {msg}", path.display());
+        if cfg.server_names.is_empty()
+            || cfg
+                .server_names
+                .iter()
+                .any(|n| n.is_empty() || n.len() > 253)
+        {
+            return Err(bad("server_names", "one or more names of 1 to 253 bytes"));
+        }
+        if cfg.retention_hours == 0 {
+            return Err(bad("retention_hours", "must be greater than 0"));
+        }
+        if !cfg.data_dir.is_absolute() {
+            return Err(bad("data_dir", "must be an absolute path"));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<CollectorConfig> {
+        CollectorConfig::parse(text, Path::new("collector.toml"))
+    }
+
+    #[test]
+    fn defaults_and_the_shipped_file_are_valid() {
+        assert_eq!(parse("").expect("defaults"), CollectorConfig::default());
+        parse(include_str!("../../packaging/collector.toml")).expect("packaging/collector.toml");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (text, field) in [
+            ("listen = \"nowhere\"\n", "listen"),
+            ("server_names = []\n", "server_names"),
+            ("retention_hours = 0\n", "retention_hours"),
+            ("data_dir = \"rel\"\n", "data_dir"),
+            ("lisen = \"0.0.0.0:1\"\n", "lisen"),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+    }
+}
