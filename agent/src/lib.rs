@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 pub mod enroll;
 pub mod flows;
+pub mod inventory;
 pub mod output;
 pub mod process;
 pub mod record;

@@ -94,7 +94,9 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
+    let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
     let mut uplink = Uplink {
+        inventory: inventory_rx,
         collectors: addrs
             .into_iter()
             .map(|addr| Collector {
@@ -123,7 +125,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .spawn(move || batcher(lines, batches_tx, max, every))
         .context("starting the batcher")?;
     let settings = Settings {
-        host: Arc::from(host),
+        host: Arc::from(host.as_str()),
         cgroup: (!cfg.capture.cgroup_path.as_os_str().is_empty())
             .then(|| cfg.capture.cgroup_path.clone()),
         capture: cfg.capture.clone(),
@@ -139,8 +141,29 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             let res = uplink.run(batches_rx).await;
             (res, uplink)
         });
+        // Host facts now and every minute; sent when they change.
+        let inventory_host = host.clone();
+        let inventory_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let h = inventory_host.clone();
+                let Ok(inv) = tokio::task::spawn_blocking(move || crate::inventory::collect(&h)).await
+                else {
+                    continue;
+                };
+                inventory_tx.send_if_modified(|cur| {
+                    let changed = cur.as_ref() != Some(&inv);
+                    if changed {
+                        *cur = Some(inv);
+                    }
+                    changed
+                });
+            }
+        });
         let stop = Stop::on_signals(None)?;
         let captured = capture::run(settings, out, stop).await;
+        inventory_task.abort();
         // The capture dropped its queue: the batcher flushes and closes the uplink's input.
         let (sent, uplink) = uplink_task.await.context("uplink task")?;
         tracing::info!(stats = ?uplink.stats, pending = uplink.spool.pending_batches(), drops = ?uplink.spool.drops, "uplink stopped");

@@ -121,7 +121,9 @@ async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
     ));
     tls.transport_config(Arc::new(transport));
 
+    let (_inventory_tx, inventory) = tokio::sync::watch::channel(None);
     let mut uplink = Uplink {
+        inventory,
         collectors: vec![
             Collector {
                 addr: dead,

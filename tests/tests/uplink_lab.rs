@@ -149,6 +149,19 @@ fn flows_reach_the_collector_store_over_mtls() {
         "{row:?}"
     );
 
+    // Its inventory arrived too: the lab interface with the host's address.
+    let inv = store
+        .inventory("h1-agent")
+        .expect("query")
+        .expect("an inventory");
+    assert!(
+        inv.interfaces
+            .iter()
+            .any(|i| i.addresses.iter().any(|a| a.to_string() == HOST_IP)),
+        "{inv:?}"
+    );
+    assert!(inv.cpus >= 1 && !inv.kernel.is_empty(), "{inv:?}");
+
     // The agent's own connection to the collector is not reported as a flow.
     let own = store
         .flows(&FlowFilter {

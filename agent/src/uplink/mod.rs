@@ -44,6 +44,8 @@ pub struct UplinkStats {
 
 pub struct Uplink {
     pub collectors: Vec<Collector>,
+    /// The host's inventory: sent at every connect, and again whenever it changes.
+    pub inventory: tokio::sync::watch::Receiver<Option<cordon_wire::Inventory>>,
     pub tls: quinn::ClientConfig,
     pub identity: Identity,
     pub spool: Spool,
@@ -144,6 +146,12 @@ impl Uplink {
             Ok(other) => return Ended::Lost(format!("expected Welcome, got {other:?}")),
             Err(e) => return Ended::Lost(e.to_string()),
         }
+        let current = self.inventory.borrow_and_update().clone();
+        if let Some(inv) = current
+            && let Err(e) = write_message(&mut send, &Message::Inventory(inv)).await
+        {
+            return Ended::Lost(e.to_string());
+        }
         self.stats.connects += 1;
         self.backoff.reset();
         tracing::info!(collector = %target.addr, pending = self.spool.pending_batches(), "connected to the collector");
@@ -159,8 +167,21 @@ impl Uplink {
             }
             self.stats.batches_sent += 1;
         }
+        let mut inventory_open = true;
         loop {
             tokio::select! {
+                changed = self.inventory.changed(), if inventory_open => {
+                    if changed.is_err() {
+                        inventory_open = false;
+                        continue;
+                    }
+                    let current = self.inventory.borrow_and_update().clone();
+                    if let Some(inv) = current
+                        && let Err(e) = write_message(&mut send, &Message::Inventory(inv)).await
+                    {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
                 batch = records.recv() => {
                     let Some(batch) = batch else {
                         let bye = Message::Goodbye(Goodbye { reason: "agent stopping".into() });

@@ -270,6 +270,22 @@ impl Store {
         Ok(())
     }
 
+    /// The latest inventory an agent sent, if any.
+    pub fn inventory(&self, agent_id: &str) -> Result<Option<cordon_wire::Inventory>, StoreError> {
+        let body: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT i.body FROM inventory i JOIN hosts h ON h.id = i.host_id WHERE h.agent_id = ?1",
+                [agent_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(body.and_then(|b| match cordon_wire::decode(&b) {
+            Ok(cordon_wire::Message::Inventory(inv)) => Some(inv),
+            _ => None,
+        }))
+    }
+
     /// Deletes flows last seen before `before_ns`; returns how many.
     pub fn apply_retention(&mut self, before_ns: u64) -> Result<usize, StoreError> {
         Ok(self
