@@ -187,11 +187,47 @@ impl Spool {
         }
     }
 
-    /// The collector already has everything up to `stored` (from its Welcome): make sure
-    /// new batches are numbered above it.
-    pub fn collector_has(&mut self, stored: u64) {
-        self.ack(stored);
-        self.next_seq = self.next_seq.max(stored + 1);
+    /// The collector already has everything up to `stored` (from its Welcome).
+    ///
+    /// Normally that acknowledges our batches up to `stored`. But a collector that has
+    /// seen a number this spool never issued (`stored >= next_seq`) means our numbering
+    /// started over (the spool directory was lost): our pending batches are then new data
+    /// the collector would take for resends, so they are renumbered above `stored`.
+    pub fn collector_has(&mut self, stored: u64) -> Result<(), SpoolError> {
+        if stored < self.next_seq {
+            self.ack(stored);
+            return Ok(());
+        }
+        tracing::warn!(
+            stored,
+            next_seq = self.next_seq,
+            "the collector is ahead of this spool's numbering (spool lost?): renumbering pending batches"
+        );
+        let old: Vec<u64> = self.batches.keys().copied().collect();
+        let mut next = stored + 1;
+        for seq in old {
+            let body = self.read(seq)?;
+            let Ok(Message::FlowBatch(mut batch)) = decode(&body) else {
+                continue;
+            };
+            batch.seq = next;
+            let body = encode(&Message::FlowBatch(batch))?;
+            write_atomic(&batch_path(&self.dir, next), &body)?;
+            let _ = fs::remove_file(batch_path(&self.dir, seq));
+            if let Some((_, records)) = self.batches.remove(&seq) {
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(self.batches.get(&seq).map_or(0, |b| b.0));
+                self.batches.insert(next, (body.len() as u64, records));
+            }
+            next += 1;
+        }
+        self.bytes = self.batches.values().map(|b| b.0).sum();
+        self.next_seq = next;
+        write_atomic(
+            &self.dir.join("next_seq"),
+            self.next_seq.to_string().as_bytes(),
+        )
     }
 
     /// Encoded batches not yet acknowledged, oldest first (to send after a reconnect).

@@ -62,10 +62,29 @@ fn sequence_numbers_are_never_reused_even_when_empty() {
     drop(s);
     let mut s = Spool::open(tmp.path(), 1 << 20).expect("reopen");
     assert_eq!(s.push(vec![rec(1)]).expect("push"), 3);
-    // The collector knows more than the disk (a lost spool): number above it.
-    s.collector_has(10);
+    // The collector acknowledges what it has.
+    s.collector_has(3).expect("ack");
     assert_eq!(s.pending_batches(), 0);
-    assert_eq!(s.push(vec![rec(1)]).expect("push"), 11);
+    assert_eq!(s.push(vec![rec(1)]).expect("push"), 4);
+}
+
+#[test]
+fn a_lost_spool_renumbers_instead_of_discarding() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A fresh spool (the old one was lost) with two batches made offline...
+    let mut s = Spool::open(tmp.path(), 1 << 20).expect("open");
+    s.push(vec![rec(1)]).expect("push");
+    s.push(vec![rec(2), rec(3)]).expect("push");
+    // ...meets a collector that stored up to 10 from this agent before.
+    s.collector_has(10).expect("renumber");
+    let left = batches(&s);
+    assert_eq!(left.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![11, 12]);
+    assert_eq!(left[1].records.len(), 2);
+    assert_eq!(s.push(vec![rec(4)]).expect("push"), 13);
+    drop(s);
+    let s = Spool::open(tmp.path(), 1 << 20).expect("reopen");
+    assert_eq!(s.pending_batches(), 3);
+    assert_eq!(s.next_seq(), 14);
 }
 
 #[test]

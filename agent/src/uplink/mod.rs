@@ -142,7 +142,11 @@ impl Uplink {
             return Ended::Lost(e.to_string());
         }
         match read_message(&mut recv).await {
-            Ok(Some(Message::Welcome(w))) => self.spool.collector_has(w.stored_seq),
+            Ok(Some(Message::Welcome(w))) => {
+                if let Err(e) = self.spool.collector_has(w.stored_seq) {
+                    return Ended::Lost(format!("spool: {e}"));
+                }
+            }
             Ok(other) => return Ended::Lost(format!("expected Welcome, got {other:?}")),
             Err(e) => return Ended::Lost(e.to_string()),
         }
