@@ -31,8 +31,8 @@ fn lab() -> Lab {
     }
 }
 
-/// An agent identity enrolled with the lab's CA.
-fn agent(lab: &Lab, id: &str) -> (String, String) {
+/// A fresh key and a signing request for it.
+fn csr() -> (String, KeyPair) {
     let key = KeyPair::generate().expect("key");
     let csr = CertificateParams::new(Vec::<String>::new())
         .expect("params")
@@ -40,6 +40,12 @@ fn agent(lab: &Lab, id: &str) -> (String, String) {
         .expect("csr")
         .pem()
         .expect("pem");
+    (csr, key)
+}
+
+/// An agent identity enrolled with the lab's CA.
+fn agent(lab: &Lab, id: &str) -> (String, String) {
+    let (csr, key) = csr();
     (
         lab.ca.sign_agent(&csr, id, 1).expect("sign"),
         key.serialize_pem(),
@@ -217,13 +223,7 @@ async fn revoked_agents_are_turned_away() {
 #[test]
 fn agent_ids_come_from_the_certificate_subject() {
     let ca = Ca::generate("test CA").expect("ca");
-    let key = KeyPair::generate().expect("key");
-    let csr = CertificateParams::new(Vec::<String>::new())
-        .expect("params")
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
+    let (csr, _key) = csr();
     let pem_text = ca.sign_agent(&csr, "db-3.lab", 1).expect("sign");
     let der = pem::parse(pem_text).expect("pem").into_contents();
     assert_eq!(agent_id(&der).expect("id"), "db-3.lab");
