@@ -110,6 +110,16 @@ impl Message {
             },
             Message::CommandResult(r) => text("command_result.message", &r.message, MAX_TEXT),
             Message::Goodbye(g) => text("goodbye.reason", &g.reason, MAX_TEXT),
+            Message::Enroll(e) => {
+                text("enroll.token", &e.token, MAX_TOKEN)?;
+                text("enroll.csr_pem", &e.csr_pem, MAX_PEM)?;
+                text("enroll.host_name", &e.host_name, MAX_HOST)
+            }
+            Message::Enrolled(e) => {
+                text("enrolled.agent_id", &e.agent_id, MAX_TEXT)?;
+                text("enrolled.cert_pem", &e.cert_pem, MAX_PEM)?;
+                text("enrolled.ca_pem", &e.ca_pem, MAX_PEM)
+            }
         }
     }
 }

@@ -16,6 +16,10 @@ pub const MAX_BATCH_RECORDS: usize = 4096;
 pub const MAX_INVENTORY_ITEMS: usize = 16_384;
 /// Most addresses in an allow-list.
 pub const MAX_ALLOW: usize = 1024;
+/// Longest join token, in bytes.
+pub const MAX_TOKEN: usize = 128;
+/// Longest PEM document (a certificate signing request or a certificate), in bytes.
+pub const MAX_PEM: usize = 16 * 1024;
 
 /// Everything that crosses an agent's connection, in either direction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +40,11 @@ pub enum Message {
     CommandResult(CommandResult),
     /// Either way: the sender is closing the connection, and why.
     Goodbye(Goodbye),
+    /// Agent → collector, on a connection without a client certificate: a join token and
+    /// a certificate signing request. The only message such a connection may send.
+    Enroll(Enroll),
+    /// Collector → agent: the signed certificate (a refusal is a `Goodbye` with the reason).
+    Enrolled(Enrolled),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,4 +201,23 @@ pub struct CommandResult {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Goodbye {
     pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Enroll {
+    /// The join token an operator made with `cordon token create --enroll`.
+    pub token: String,
+    /// PKCS#10 request, PEM; the private key stays on the host.
+    pub csr_pem: String,
+    /// The host's name; the collector derives the agent id from it.
+    pub host_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// The agent's identity: its certificate's common name.
+    pub agent_id: String,
+    pub cert_pem: String,
+    /// The collector's CA certificate, for verifying the collector from now on.
+    pub ca_pem: String,
 }

@@ -87,6 +87,16 @@ fn every_kind() -> Vec<Message> {
         Message::Goodbye(Goodbye {
             reason: "shutting down".into(),
         }),
+        Message::Enroll(Enroll {
+            token: "cdn_0123".into(),
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+            host_name: "h1".into(),
+        }),
+        Message::Enrolled(Enrolled {
+            agent_id: "h1".into(),
+            cert_pem: "-----BEGIN CERTIFICATE-----".into(),
+            ca_pem: "-----BEGIN CERTIFICATE-----".into(),
+        }),
     ]
 }
 
@@ -118,7 +128,7 @@ fn variant_positions_are_the_wire_ids() {
         .iter()
         .map(|m| encode(m).expect("encode")[0])
         .collect();
-    assert_eq!(ids, vec![0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(ids, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 
 #[test]

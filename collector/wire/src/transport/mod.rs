@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{MAX_FRAME_BYTES, Message, WireError, decode, encode};
 
+mod pinned;
+pub use pinned::{fingerprint, normalize_fingerprint};
+
 /// ALPN protocol name of this protocol.
 pub const ALPN: &[u8] = b"cordon/1";
 
@@ -88,15 +91,19 @@ fn identity(
     Ok((certs, key))
 }
 
-/// The collector's side: its certificate, and client certificates required and checked
-/// against the CA.
+/// The collector's side: its certificate chain (its own certificate, then the CA's, which
+/// enrolling agents check against the fingerprint they were given), and client
+/// certificates checked against the CA. A client without a certificate completes the
+/// handshake but may only enroll (the collector enforces that on the connection); a
+/// certificate that does not chain to the CA is refused in the handshake.
 pub fn server_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<quinn::ServerConfig, TransportError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider()).build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .allow_unauthenticated()
+        .build()?;
     let (certs, key) = identity(cert_pem, key_pem)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -121,6 +128,25 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)
         .with_client_auth_cert(certs, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// An enrolling agent's side: no certificate of its own yet, and the collector's CA known
+/// only by its SHA-256 fingerprint (see [`pinned`]).
+pub fn enroll_client_config(ca_fingerprint: &str) -> Result<quinn::ClientConfig, TransportError> {
+    let pin = normalize_fingerprint(ca_fingerprint).ok_or(TransportError::Pem {
+        what: "CA fingerprint",
+        reason: "expected 64 hex digits (SHA-256), colons allowed".into(),
+    })?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(pinned::PinnedCa::new(pin, provider())))
+        .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));

@@ -178,3 +178,58 @@ fn bad_pem_is_a_clear_error() {
     let err = server_config(&ca.ca_pem, &cert, "nope").expect_err("bad key");
     assert!(err.to_string().contains("private key"), "{err}");
 }
+
+/// Connects without a client certificate, trusting the CA only by `fingerprint`.
+async fn enroll_connect(server: &quinn::Endpoint, fingerprint: &str) -> Result<(), String> {
+    let cfg = enroll_client_config(fingerprint).map_err(|e| e.to_string())?;
+    let mut client =
+        quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client");
+    client.set_default_client_config(cfg);
+    let addr = server.local_addr().expect("addr");
+    client
+        .connect(addr, "127.0.0.1")
+        .map_err(|e| e.to_string())?
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn enrolling_agents_trust_the_collector_by_ca_fingerprint() {
+    let ca = pki("Cordon test CA");
+    let (cert, key) = leaf(&ca, &["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    // The collector sends its CA after its own certificate.
+    let chain = format!("{cert}{}", ca.ca_pem);
+    let cfg = server_config(&ca.ca_pem, &chain, &key).expect("server config");
+    let endpoint =
+        quinn::Endpoint::server(cfg, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("endpoint");
+    let task = serve(endpoint.clone());
+    let ca_der = CertificateDer::from_pem_slice(ca.ca_pem.as_bytes()).expect("ca der");
+    let right = fingerprint(&ca_der);
+    // Upper case with colons, as tools print it, is the same fingerprint.
+    let printed: String = right
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    enroll_connect(&endpoint, &printed)
+        .await
+        .expect("the right fingerprint is trusted");
+
+    let other = pki("Impostor CA");
+    let other_der = CertificateDer::from_pem_slice(other.ca_pem.as_bytes()).expect("der");
+    let err = enroll_connect(&endpoint, &fingerprint(&other_der))
+        .await
+        .expect_err("a wrong fingerprint was trusted");
+    assert!(err.contains("fingerprint"), "{err}");
+    let err = enroll_connect(&endpoint, "abc")
+        .await
+        .expect_err("a malformed fingerprint was accepted");
+    assert!(err.contains("64 hex digits"), "{err}");
+
+    endpoint.close(0u32.into(), b"done");
+    let seen = task.await.expect("server task");
+    assert_eq!(seen, vec![0], "one certificate-less handshake: {seen:?}");
+}
