@@ -18,6 +18,32 @@ pub struct CollectorConfig {
     pub server_names: Vec<String>,
     /// Flows last seen longer ago than this are deleted, in hours.
     pub retention_hours: u64,
+    /// Validity of the certificates agents get at enrollment, in days.
+    pub agent_cert_days: i64,
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the REST API (`/api/v1/...`, `/metrics`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// TCP address of the REST API. It speaks plain HTTP, so it must be a loopback
+    /// address unless `allow_remote_plaintext` is set (behind a TLS-terminating proxy).
+    pub listen: SocketAddr,
+    /// Accept a non-loopback `listen` although tokens then cross the network in clear.
+    pub allow_remote_plaintext: bool,
+    /// Whether `/metrics` needs a token (Prometheus scrapers often have none).
+    pub metrics_need_token: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
+            allow_remote_plaintext: false,
+            metrics_need_token: false,
+        }
+    }
 }
 
 impl Default for CollectorConfig {
@@ -27,6 +53,8 @@ impl Default for CollectorConfig {
             data_dir: PathBuf::from("/var/lib/cordon-collector"),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             retention_hours: 24 * 7,
+            agent_cert_days: 365,
+            api: ApiConfig::default(),
         }
     }
 }
@@ -54,6 +82,16 @@ impl CollectorConfig {
         }
         if cfg.retention_hours == 0 {
             return Err(bad("retention_hours", "must be greater than 0"));
+        }
+        if !(1..=3650).contains(&cfg.agent_cert_days) {
+            return Err(bad("agent_cert_days", "must be 1 to 3650"));
+        }
+        if !cfg.api.listen.ip().is_loopback() && !cfg.api.allow_remote_plaintext {
+            return Err(bad(
+                "api.listen",
+                "the API speaks plain HTTP: use a loopback address, or set \
+                 api.allow_remote_plaintext = true behind a TLS proxy",
+            ));
         }
         if !cfg.data_dir.is_absolute() {
             return Err(bad("data_dir", "must be an absolute path"));
@@ -83,6 +121,9 @@ mod tests {
             ("server_names = []\n", "server_names"),
             ("retention_hours = 0\n", "retention_hours"),
             ("data_dir = \"rel\"\n", "data_dir"),
+            ("agent_cert_days = 0\n", "agent_cert_days"),
+            ("[api]\nlisten = \"0.0.0.0:7480\"\n", "api.listen"),
+            ("[api]\nlisten = 7480\n", "listen"),
             ("lisen = \"0.0.0.0:1\"\n", "lisen"),
         ] {
             let err = parse(text).expect_err(text).to_string();

@@ -1,8 +1,11 @@
-//! Cordon's collector. So far: its certificate authority (`pki`), the base of the agents'
-//! mTLS identities, and the embedded store (`store`). Ingest over QUIC, the API and the CLI
-//! arrive with the rest of the uplink issue.
+//! Cordon's collector: the agents' certificate authority (`pki`), ingest over QUIC with
+//! enrollment (`ingest`), the embedded store (`store`), API and join tokens (`tokens`), the
+//! REST API (`api`) and its own metrics (`metrics`). `serve` ties them together.
+pub mod api;
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod pki;
 pub mod serve;
 pub mod store;
+pub mod tokens;

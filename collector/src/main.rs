@@ -47,6 +47,33 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Make a token directly in the store (on the collector host; for the first admin
+    /// token — afterwards `cordon token create` does this through the API).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new token's secret (shown once; only its hash is kept).
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        /// What the token is for.
+        #[arg(long)]
+        name: String,
+        /// read, admin, or enroll (a join token for agents).
+        #[arg(long, default_value = "admin")]
+        scope: String,
+        /// Lifetime, e.g. 24h or 90d (join tokens default to 24h).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Join tokens: how many agents may enroll with it (default 1).
+        #[arg(long)]
+        uses: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +112,31 @@ fn main() -> ExitCode {
                 out.display(),
                 ca.fingerprint()
             );
+            Ok(())
+        }),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    config,
+                    name,
+                    scope,
+                    expires_in,
+                    uses,
+                },
+        } => CollectorConfig::load(&config).and_then(|cfg| {
+            let db = cfg.data_dir.join("cordon.db");
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            let mut store = cordon_collector::store::Store::open(&db)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+            let req = cordon_collector::api::NewToken {
+                name,
+                scope,
+                expires_in,
+                uses,
+            };
+            let created = cordon_collector::api::create_token(&mut store, &req)
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            println!("{}", created.token);
             Ok(())
         }),
         Command::Run { config } => CollectorConfig::load(&config).and_then(|cfg| {

@@ -1,4 +1,5 @@
-//! `cordon-collector run`: the CA, the store and the ingest endpoint, until a signal.
+//! `cordon-collector run`: the CA, the store, the ingest endpoint and the API, until a
+//! signal.
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -6,19 +7,70 @@ use std::{
 
 use anyhow::Context;
 
-use crate::{config::CollectorConfig, ingest, pki, store::Store};
+use crate::{
+    api::{self, ApiState},
+    config::CollectorConfig,
+    ingest::{self, Ingest, Live},
+    metrics::Metrics,
+    pki,
+    store::Store,
+};
 
 pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
-    let ca = pki::load_or_create(&cfg.data_dir.join("pki"), "Cordon collector CA")?;
+    let ca = Arc::new(pki::load_or_create(
+        &cfg.data_dir.join("pki"),
+        "Cordon collector CA",
+    )?);
     let (cert, key) = ca.issue_server(&cfg.server_names)?;
-    let store = Store::open(&cfg.data_dir.join("cordon.db"))
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
-    let store = Arc::new(Mutex::new(store));
-    let tls = cordon_wire::transport::server_config(&ca.cert_pem, &cert, &key)?;
+    let db = cfg.data_dir.join("cordon.db");
+    let open = || {
+        Store::open(&db)
+            .map(|s| Arc::new(Mutex::new(s)))
+            .with_context(|| format!("opening the store {}", db.display()))
+    };
+    let store = open()?;
+    // The API reads through its own connection, so it does not queue behind ingest.
+    let api_store = open()?;
+    // Enrolling agents check the CA, sent after the collector's own certificate, against
+    // the fingerprint they were given.
+    let chain = format!("{cert}{}", ca.cert_pem);
+    let tls = cordon_wire::transport::server_config(&ca.cert_pem, &chain, &key)?;
     let endpoint = quinn::Endpoint::server(tls, cfg.listen)
-        .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(listen = %endpoint.local_addr()?, ca_fingerprint = %ca.fingerprint(), "collector listening");
-    let ingest = tokio::spawn(ingest::serve(endpoint.clone(), store.clone()));
+        .with_context(|| format!("listening on {} (udp)", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("api.listen {} (tcp)", cfg.api.listen))?;
+    let metrics = Arc::new(Metrics::new());
+    let live = Arc::new(Live::default());
+    tracing::info!(
+        listen = %endpoint.local_addr()?,
+        api = %listener.local_addr()?,
+        ca_fingerprint = %ca.fingerprint(),
+        "collector listening"
+    );
+    let ingest = tokio::spawn(ingest::serve(
+        endpoint.clone(),
+        Ingest {
+            store: store.clone(),
+            ca,
+            metrics: metrics.clone(),
+            live: live.clone(),
+            agent_cert_days: cfg.agent_cert_days,
+        },
+    ));
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(api::serve(
+        listener,
+        ApiState {
+            store: api_store,
+            live,
+            metrics,
+            metrics_need_token: cfg.api.metrics_need_token,
+        },
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
     let retention = tokio::spawn(retention(store, cfg.retention_hours));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -27,8 +79,10 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     endpoint.close(0u32.into(), b"collector stopping");
+    let _ = stop_api.send(());
     ingest.abort();
     retention.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     endpoint.wait_idle().await;
     Ok(())
 }

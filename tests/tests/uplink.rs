@@ -13,7 +13,7 @@ use cordon_agent::{
     uplink::{Backoff, Collector, Identity, Uplink},
 };
 use cordon_collector::{
-    ingest::{SharedStore, serve},
+    ingest::{Ingest, SharedStore, serve},
     pki::Ca,
     store::{FlowFilter, Store},
 };
@@ -45,7 +45,7 @@ fn record(n: u32) -> FlowRecord {
 }
 
 struct Collectors {
-    ca: Ca,
+    ca: Arc<Ca>,
     server_cert: (String, String),
     store: SharedStore,
 }
@@ -55,7 +55,8 @@ impl Collectors {
         let cfg = server_config(&self.ca.cert_pem, &self.server_cert.0, &self.server_cert.1)
             .expect("server config");
         let endpoint = quinn::Endpoint::server(cfg, addr).expect("bind the collector");
-        let task = tokio::spawn(serve(endpoint.clone(), self.store.clone()));
+        let ingest = Ingest::new(self.store.clone(), self.ca.clone());
+        let task = tokio::spawn(serve(endpoint.clone(), ingest));
         (endpoint, task)
     }
 
@@ -86,7 +87,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let ca = Ca::generate("Cordon test CA").expect("ca");
+    let ca = Arc::new(Ca::generate("Cordon test CA").expect("ca"));
     let server_cert = ca.issue_server(&["127.0.0.1".into()]).expect("server cert");
     let store: SharedStore = Arc::new(Mutex::new(
         Store::open(&tmp.path().join("cordon.db")).expect("store"),

@@ -4,7 +4,11 @@
 //! (Hello), the collector answers with the negotiated version and the last batch it stored
 //! (Welcome); every flow batch is acknowledged only once it is durably stored. Anything
 //! malformed or out of order closes that agent's connection with a logged reason; the
-//! collector keeps running.
+//! collector keeps running. A connection without a client certificate may only enroll
+//! ([`enroll`]).
+mod enroll;
+mod live;
+
 use std::{
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
@@ -16,17 +20,23 @@ use cordon_wire::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::store::{Store, StoreError};
+pub use live::{Connected, Live};
+
+use crate::{
+    metrics::{Metrics, Reason},
+    pki::Ca,
+    store::{Store, StoreError, Stored},
+};
 
 /// Why an agent's connection was closed.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("no client certificate")]
-    NoCertificate,
     #[error("client certificate: {0}")]
     BadCertificate(String),
     #[error("agent `{0}` is revoked")]
     Revoked(String),
+    #[error("enrollment refused: {0}")]
+    EnrollRefused(String),
     #[error("protocol: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -39,9 +49,48 @@ pub enum IngestError {
     Closed(#[from] quinn::ClosedStream),
 }
 
+impl IngestError {
+    /// The `reason` label of `connections_refused`.
+    fn reason(&self) -> &'static str {
+        match self {
+            IngestError::BadCertificate(_) => "bad_certificate",
+            IngestError::Revoked(_) => "revoked",
+            IngestError::EnrollRefused(_) => "enroll_refused",
+            IngestError::Protocol(_) => "protocol",
+            IngestError::Wire(_) => "malformed",
+            IngestError::Store(_) => "store",
+            IngestError::Connection(_) | IngestError::Closed(_) => "connection",
+        }
+    }
+}
+
 pub type SharedStore = Arc<Mutex<Store>>;
 
-fn now_ns() -> u64 {
+/// What every agent connection shares.
+#[derive(Clone)]
+pub struct Ingest {
+    pub store: SharedStore,
+    pub ca: Arc<Ca>,
+    pub metrics: Arc<Metrics>,
+    pub live: Arc<Live>,
+    /// Validity of agent certificates issued at enrollment, in days.
+    pub agent_cert_days: i64,
+}
+
+impl Ingest {
+    /// Ingest into `store` for agents of `ca`, with fresh metrics and a year's certificates.
+    pub fn new(store: SharedStore, ca: Arc<Ca>) -> Self {
+        Self {
+            store,
+            ca,
+            metrics: Arc::new(Metrics::new()),
+            live: Arc::new(Live::default()),
+            agent_cert_days: 365,
+        }
+    }
+}
+
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -77,9 +126,9 @@ pub fn agent_id(der: &[u8]) -> Result<String, IngestError> {
 }
 
 /// Accepts agents until the endpoint is closed.
-pub async fn serve(endpoint: quinn::Endpoint, store: SharedStore) {
+pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
     while let Some(incoming) = endpoint.accept().await {
-        let store = store.clone();
+        let ingest = ingest.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -89,10 +138,19 @@ pub async fn serve(endpoint: quinn::Endpoint, store: SharedStore) {
                     return;
                 }
             };
-            match handle(&conn, &store).await {
+            let res = match peer_certificate(&conn) {
+                Some(cert) => handle(&conn, &cert, &ingest).await,
+                None => enroll::handle(&conn, &ingest).await,
+            };
+            match res {
                 Ok(()) => tracing::info!(%remote, "agent disconnected"),
                 Err(e) => {
                     tracing::warn!(%remote, reason = %e, "agent connection closed");
+                    ingest
+                        .metrics
+                        .connections_refused
+                        .get_or_create(&Reason { reason: e.reason() })
+                        .inc();
                     conn.close(1u32.into(), b"refused");
                 }
             }
@@ -100,9 +158,10 @@ pub async fn serve(endpoint: quinn::Endpoint, store: SharedStore) {
     }
 }
 
-async fn handle(conn: &quinn::Connection, store: &SharedStore) -> Result<(), IngestError> {
-    let cert = peer_certificate(conn).ok_or(IngestError::NoCertificate)?;
-    let agent = agent_id(&cert)?;
+async fn handle(conn: &quinn::Connection, cert: &[u8], ingest: &Ingest) -> Result<(), IngestError> {
+    let store = &ingest.store;
+    let metrics = &ingest.metrics;
+    let agent = agent_id(cert)?;
     let id = agent.clone();
     if with_store(store, move |s| s.is_revoked(&id)).await? {
         return Err(IngestError::Revoked(agent));
@@ -140,6 +199,7 @@ async fn handle(conn: &quinn::Connection, store: &SharedStore) -> Result<(), Ing
     )
     .await?;
     tracing::info!(agent = %agent, protocol, stored_seq, "agent connected");
+    let _live = ingest.live.connected(&agent, conn, now_ns(), metrics);
     loop {
         let Some(msg) = read_message(&mut recv).await? else {
             return Ok(());
@@ -147,14 +207,28 @@ async fn handle(conn: &quinn::Connection, store: &SharedStore) -> Result<(), Ing
         match msg {
             Message::FlowBatch(batch) => {
                 let seq = batch.seq;
+                let dropped = batch.dropped_before;
                 let id = agent.clone();
-                with_store(store, move |s| s.store_batch(&id, &batch)).await?;
+                match with_store(store, move |s| s.store_batch(&id, &batch)).await? {
+                    Stored::New { records } => {
+                        metrics.batches_stored.inc();
+                        metrics.records_stored.inc_by(records as u64);
+                        metrics.records_dropped_by_agents.inc_by(dropped);
+                        if dropped > 0 {
+                            tracing::warn!(agent = %agent, dropped, "the agent dropped records (spool full)");
+                        }
+                    }
+                    Stored::Duplicate => {
+                        metrics.batches_duplicate.inc();
+                    }
+                }
                 write_message(&mut send, &Message::Ack(Ack { seq })).await?;
             }
             Message::Inventory(_) => {
                 let body = encode(&msg)?.to_vec();
                 let id = agent.clone();
                 with_store(store, move |s| s.store_inventory(&id, &body, now_ns())).await?;
+                metrics.inventories_stored.inc();
             }
             Message::CommandResult(r) => {
                 tracing::info!(agent = %agent, id = r.id, ok = r.ok, message = %r.message, "command result");
@@ -187,6 +261,8 @@ fn kind(m: &Message) -> &'static str {
         Message::Command(_) => "Command",
         Message::CommandResult(_) => "CommandResult",
         Message::Goodbye(_) => "Goodbye",
+        Message::Enroll(_) => "Enroll",
+        Message::Enrolled(_) => "Enrolled",
     }
 }
 

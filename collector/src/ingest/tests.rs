@@ -2,32 +2,45 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use cordon_wire::{
-    Direction, FlowBatch, FlowEvent, FlowRecord, Goodbye, Hello, Proto, Verdict,
-    transport::{client_config, server_config},
+    Direction, Enroll, FlowBatch, FlowEvent, FlowRecord, Goodbye, Hello, Proto, Verdict,
+    transport::{client_config, enroll_client_config, server_config},
 };
 use rcgen::{CertificateParams, KeyPair};
 
 use super::*;
-use crate::{pki::Ca, store::FlowFilter};
+use crate::{metrics::Metrics, pki::Ca, store::FlowFilter};
 
 struct Lab {
-    ca: Ca,
+    ca: Arc<Ca>,
     endpoint: quinn::Endpoint,
     store: SharedStore,
+    metrics: Arc<Metrics>,
 }
 
 fn lab() -> Lab {
-    let ca = Ca::generate("test CA").expect("ca");
+    let ca = Arc::new(Ca::generate("test CA").expect("ca"));
     let (cert, key) = ca.issue_server(&["127.0.0.1".into()]).expect("server cert");
-    let cfg = server_config(&ca.cert_pem, &cert, &key).expect("server config");
+    let chain = format!("{cert}{}", ca.cert_pem);
+    let cfg = server_config(&ca.cert_pem, &chain, &key).expect("server config");
     let endpoint =
         quinn::Endpoint::server(cfg, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("endpoint");
     let store: SharedStore = Arc::new(Mutex::new(Store::in_memory().expect("store")));
-    tokio::spawn(serve(endpoint.clone(), store.clone()));
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn(serve(
+        endpoint.clone(),
+        Ingest {
+            store: store.clone(),
+            ca: ca.clone(),
+            metrics: metrics.clone(),
+            live: Arc::new(Live::default()),
+            agent_cert_days: 1,
+        },
+    ));
     Lab {
         ca,
         endpoint,
         store,
+        metrics,
     }
 }
 
@@ -60,6 +73,10 @@ struct Agent {
 
 async fn connect(lab: &Lab, identity: &(String, String)) -> Agent {
     let cfg = client_config(&lab.ca.cert_pem, &identity.0, &identity.1).expect("client config");
+    connect_with(lab, cfg).await
+}
+
+async fn connect_with(lab: &Lab, cfg: quinn::ClientConfig) -> Agent {
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client");
     endpoint.set_default_client_config(cfg);
@@ -231,4 +248,106 @@ fn agent_ids_come_from_the_certificate_subject() {
         agent_id(b"junk"),
         Err(IngestError::BadCertificate(_))
     ));
+}
+
+/// Enrolls over the agent port with `token`; the agent's (cert, key) or the refusal.
+async fn enroll(lab: &Lab, token: &str, host: &str) -> Result<(String, String), String> {
+    let cfg = enroll_client_config(&lab.ca.fingerprint()).expect("enroll config");
+    let mut a = connect_with(lab, cfg).await;
+    let (csr, key) = csr();
+    a.say(&Message::Enroll(Enroll {
+        token: token.into(),
+        csr_pem: csr,
+        host_name: host.into(),
+    }))
+    .await;
+    match a.hear().await {
+        Some(Message::Enrolled(e)) => {
+            assert_eq!(e.ca_pem, lab.ca.cert_pem);
+            let der = pem::parse(&e.cert_pem).expect("pem").into_contents();
+            assert_eq!(agent_id(&der).expect("cn"), e.agent_id);
+            Ok((e.cert_pem, key.serialize_pem()))
+        }
+        Some(Message::Goodbye(g)) => Err(g.reason),
+        other => Err(format!("unexpected {other:?}")),
+    }
+}
+
+fn join_token(lab: &Lab, uses: u64) -> String {
+    let secret = crate::tokens::generate().expect("secret");
+    lab.store
+        .lock()
+        .expect("lock")
+        .create_token(
+            "join",
+            crate::store::Scope::Enroll,
+            &crate::tokens::hash(&secret),
+            now_ns(),
+            Some(now_ns() + 3_600_000_000_000),
+            Some(uses),
+        )
+        .expect("token");
+    secret
+}
+
+#[tokio::test]
+async fn agents_enroll_with_a_join_token_and_then_connect_with_their_certificate() {
+    let lab = lab();
+    let token = join_token(&lab, 2);
+    let id = enroll(&lab, &token, "web-1").await.expect("enrolled");
+    let mut a = connect(&lab, &id).await;
+    assert!(matches!(a.hello().await, Some(Message::Welcome(_))));
+    // The same host name again gets an id of its own.
+    let second = enroll(&lab, &token, "web-1").await.expect("second use");
+    let der = pem::parse(&second.0).expect("pem").into_contents();
+    assert_eq!(agent_id(&der).expect("cn"), "web-1-2");
+    // Used up, unknown, malformed, and an API token: refused, with the reason.
+    let err = enroll(&lab, &token, "web-3").await.expect_err("used up");
+    assert!(err.contains("used up"), "{err}");
+    let unknown = crate::tokens::generate().expect("secret");
+    let err = enroll(&lab, &unknown, "x").await.expect_err("unknown");
+    assert!(err.contains("unknown token"), "{err}");
+    let err = enroll(&lab, "letmein", "x").await.expect_err("malformed");
+    assert!(err.contains("malformed"), "{err}");
+    // A bad request does not spend a use of a good token.
+    let one = join_token(&lab, 1);
+    let cfg = enroll_client_config(&lab.ca.fingerprint()).expect("cfg");
+    let mut a = connect_with(&lab, cfg).await;
+    a.say(&Message::Enroll(Enroll {
+        token: one.clone(),
+        csr_pem: "not a request".into(),
+        host_name: "db-1".into(),
+    }))
+    .await;
+    assert!(matches!(a.hear().await, Some(Message::Goodbye(_))));
+    enroll(&lab, &one, "db-1")
+        .await
+        .expect("the token still works");
+    let text = lab.metrics.render();
+    assert!(
+        text.contains("cordon_collector_enrollments_total{outcome=\"enrolled\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cordon_collector_enrollments_total{outcome=\"refused\"} 4"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_certificate_nothing_but_enrollment_is_accepted() {
+    let lab = lab();
+    let cfg = enroll_client_config(&lab.ca.fingerprint()).expect("cfg");
+    let mut a = connect_with(&lab, cfg).await;
+    assert_eq!(a.hello().await, None, "a certificate-less Hello got in");
+    let cfg = enroll_client_config(&lab.ca.fingerprint()).expect("cfg");
+    let mut a = connect_with(&lab, cfg).await;
+    a.say(&batch(1, 1)).await;
+    assert_eq!(a.hear().await, None);
+    assert_eq!(stored_flows(&lab), 0);
+    let text = lab.metrics.render();
+    assert!(
+        text.contains("connections_refused_total{reason=\"protocol\"} 2"),
+        "{text}"
+    );
 }

@@ -11,7 +11,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 pub use store::{CA_CERT, CA_KEY, load_or_create};
@@ -32,23 +31,7 @@ pub enum PkiError {
     },
 }
 
-/// SHA-256 of a certificate's DER, lower-case hex: what `--ca-fingerprint` compares.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Whether `given` (hex, any case, colons allowed) names the certificate `der`.
-pub fn fingerprint_matches(der: &[u8], given: &str) -> bool {
-    let given: String = given
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    given == fingerprint(der)
-}
+pub use cordon_wire::transport::fingerprint;
 
 /// The CA: its certificate and the key that signs.
 pub struct Ca {

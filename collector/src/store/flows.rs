@@ -24,10 +24,12 @@ pub struct FlowFilter {
     pub limit: usize,
 }
 
-/// One stored flow record.
-#[derive(Clone, Debug, PartialEq)]
+/// One stored flow record. Times are Unix ns.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct FlowRow {
+    /// The host's name.
     pub host: String,
+    /// start, update or end.
     pub event: String,
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
@@ -41,6 +43,7 @@ pub struct FlowRow {
     pub bytes_in: u64,
     pub pid: Option<u32>,
     pub exe: Option<String>,
+    /// forwarded or dropped (as the network saw it; policy verdicts come later).
     pub verdict: String,
 }
 

@@ -5,15 +5,19 @@
 //! disk and may be acknowledged. A batch whose sequence number is not above the stored one
 //! is a resend (the agent did not see the ack) and is acknowledged without storing twice.
 mod flows;
+mod hosts;
+mod tokens;
 
 use std::path::Path;
 
 use cordon_wire::{Direction, FlowBatch, FlowEvent, Proto, Verdict};
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use flows::{FlowFilter, FlowRow};
+pub use flows::{FlowFilter, FlowRow, MAX_LIMIT as MAX_FLOW_LIMIT};
+pub use hosts::HostRow;
+pub use tokens::{Scope, TokenInfo, TokenRefusal};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -101,6 +105,8 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
+        // Another connection (the API's, or ingest's) may hold the write lock briefly.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -111,9 +117,18 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        if version < 1 {
-            conn.execute_batch(include_str!("schema.sql"))?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // Each step migrates from the version before it, in its own transaction.
+        let steps: [(i64, &str); 2] = [
+            (1, include_str!("schema.sql")),
+            (2, include_str!("schema_v2.sql")),
+        ];
+        for (to, sql) in steps {
+            if version < to {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", to)?;
+                tx.commit()?;
+            }
         }
         Ok(Self { conn })
     }

@@ -1,0 +1,109 @@
+//! `GET /api/v1/flows`.
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::HeaderMap,
+};
+use serde::Deserialize;
+
+use super::{ApiError, ApiState, error::ErrorBody};
+use crate::store::{FlowFilter, FlowRow, MAX_FLOW_LIMIT, Scope};
+
+/// Filters; all given ones must match. Newest flows first.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FlowQuery {
+    /// Agent id or host name.
+    pub host: Option<String>,
+    /// The remote address (IPv4 or IPv6).
+    pub remote_ip: Option<String>,
+    /// Local or remote port.
+    pub port: Option<String>,
+    /// Exact executable path of the process.
+    pub exe: Option<String>,
+    /// Flows last seen at or after: RFC 3339 (`2026-11-28T10:00:00Z`), a duration before
+    /// now (`15m`, `2h`), or Unix ns.
+    pub since: Option<String>,
+    /// Flows first seen before; same forms as `since`.
+    pub until: Option<String>,
+    /// At most this many (default 100, at most 10000).
+    pub limit: Option<String>,
+}
+
+/// A point in time as Unix ns; `name` is the parameter, for the error.
+pub fn parse_time(name: &str, v: &str, now: SystemTime) -> Result<u64, ApiError> {
+    let ns = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(v) {
+        return Ok(ns(t));
+    }
+    if let Ok(d) = humantime::parse_duration(v) {
+        return Ok(ns(now.checked_sub(d).unwrap_or(UNIX_EPOCH)));
+    }
+    Err(ApiError::bad_request(format!(
+        "`{name}`: `{v}` is neither RFC 3339, a duration like 15m, nor Unix ns"
+    )))
+}
+
+fn parse<T: std::str::FromStr>(
+    name: &str,
+    v: Option<&str>,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    v.map(|v| {
+        v.parse()
+            .map_err(|_| ApiError::bad_request(format!("`{name}`: `{v}` is not {what}")))
+    })
+    .transpose()
+}
+
+impl FlowQuery {
+    pub fn filter(&self, now: SystemTime) -> Result<FlowFilter, ApiError> {
+        let limit: Option<usize> = parse("limit", self.limit.as_deref(), "a number")?;
+        if limit.is_some_and(|l| l == 0 || l > MAX_FLOW_LIMIT) {
+            return Err(ApiError::bad_request(format!(
+                "`limit`: 1 to {MAX_FLOW_LIMIT}"
+            )));
+        }
+        Ok(FlowFilter {
+            host: self.host.clone(),
+            remote_ip: parse("remote_ip", self.remote_ip.as_deref(), "an IP address")?,
+            port: parse("port", self.port.as_deref(), "a port (0-65535)")?,
+            exe: self.exe.clone(),
+            since_ns: self
+                .since
+                .as_deref()
+                .map(|v| parse_time("since", v, now))
+                .transpose()?,
+            until_ns: self
+                .until
+                .as_deref()
+                .map(|v| parse_time("until", v, now))
+                .transpose()?,
+            limit: limit.unwrap_or(0),
+        })
+    }
+}
+
+/// Stored flow records matching the filters, newest first.
+#[utoipa::path(get, path = "/api/v1/flows", tag = "flows", security(("token" = [])),
+    params(FlowQuery),
+    responses((status = 200, body = [FlowRow]), (status = 400, body = ErrorBody)))]
+pub async fn query(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<FlowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<FlowRow>>, ApiError> {
+    state.authorize(&headers, Scope::Read).await?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = q.filter(SystemTime::now())?;
+    Ok(Json(state.store(move |s| s.flows(&filter)).await?))
+}

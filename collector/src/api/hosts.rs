@@ -1,0 +1,83 @@
+//! `GET /api/v1/hosts` and `GET /api/v1/hosts/{id}`.
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::HeaderMap,
+};
+use serde::Serialize;
+
+use super::{ApiError, ApiState, error::ErrorBody};
+use crate::store::{HostRow, Scope};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Host {
+    #[serde(flatten)]
+    pub row: HostRow,
+    /// Whether the agent is connected now.
+    pub connected: bool,
+    /// Its address as the collector sees it, while connected.
+    pub remote: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HostDetail {
+    #[serde(flatten)]
+    pub host: Host,
+    /// The latest inventory: OS, kernel, CPUs, memory, interfaces and addresses,
+    /// listening sockets with their processes.
+    #[schema(value_type = Option<Object>)]
+    pub inventory: Option<serde_json::Value>,
+}
+
+fn with_live(state: &ApiState, row: HostRow) -> Host {
+    let live = state.live.get(&row.id);
+    Host {
+        connected: live.is_some(),
+        remote: live.map(|c| c.remote.to_string()),
+        row,
+    }
+}
+
+/// Every host that has connected at least once.
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", security(("token" = [])),
+    responses((status = 200, body = [Host]), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Host>>, ApiError> {
+    state.authorize(&headers, Scope::Read).await?;
+    let rows = state.store(|s| s.hosts()).await?;
+    Ok(Json(
+        rows.into_iter().map(|r| with_live(&state, r)).collect(),
+    ))
+}
+
+/// One host, by agent id (or by host name when only one host has it), with its inventory.
+#[utoipa::path(get, path = "/api/v1/hosts/{id}", tag = "hosts", security(("token" = [])),
+    params(("id" = String, Path, description = "agent id or host name")),
+    responses((status = 200, body = HostDetail), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<HostDetail>, ApiError> {
+    state.authorize(&headers, Scope::Read).await?;
+    let (row, inventory) = state
+        .store(move |s| {
+            let Some(row) = s.host(&id)? else {
+                return Ok(None);
+            };
+            let inv = s.inventory(&row.id)?;
+            Ok(Some((row, inv)))
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such host"))?;
+    let inventory = inventory
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ApiError::internal(format!("inventory: {e}")))?;
+    Ok(Json(HostDetail {
+        host: with_live(&state, row),
+        inventory,
+    }))
+}

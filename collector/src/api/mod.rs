@@ -1,0 +1,176 @@
+//! The REST API: JSON under `/api/v1`, described by the OpenAPI document at
+//! `/api/v1/openapi.json`, and Prometheus text at `/metrics`. Every route except the health
+//! check (and `/metrics`, unless configured otherwise) needs `Authorization: Bearer
+//! <token>` with a token whose scope allows it (`read` or `admin`; join tokens are refused).
+//! The API reads the store through its own SQLite connection, so queries do not wait for
+//! ingest's writes (WAL).
+mod error;
+mod flows;
+mod hosts;
+mod openapi;
+mod tokens;
+
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+
+pub use error::ApiError;
+pub use tokens::{CreatedToken, NewToken, create_token};
+
+use crate::{
+    ingest::Live,
+    metrics::{Metrics, Outcome},
+    store::{Scope, Store, StoreError, TokenInfo},
+    tokens as secrets,
+};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<Mutex<Store>>,
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+    pub metrics_need_token: bool,
+}
+
+impl ApiState {
+    /// Runs `f` on the store off the async threads.
+    async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = store
+                .lock()
+                .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            f(&mut s).map_err(ApiError::from)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("store task: {e}")))?
+    }
+
+    /// The token presented with the request, if it allows `needed`.
+    async fn authorize(&self, headers: &HeaderMap, needed: Scope) -> Result<TokenInfo, ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("an `Authorization: Bearer <token>` header is required")
+            })?;
+        if !secrets::well_formed(presented) {
+            return Err(ApiError::unauthorized("invalid token"));
+        }
+        let hash = secrets::hash(presented);
+        let now = crate::ingest::now_ns();
+        match self.store(move |s| s.use_token(&hash, needed, now)).await? {
+            Ok(info) => Ok(info),
+            Err(crate::store::TokenRefusal::Scope) => Err(ApiError::forbidden(format!(
+                "this token's scope does not allow this (needs {})",
+                needed.as_str()
+            ))),
+            Err(refusal) => {
+                tracing::info!(reason = %refusal, "API token refused");
+                Err(ApiError::unauthorized("invalid token"))
+            }
+        }
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/hosts", get(hosts::list))
+        .route("/api/v1/hosts/{id}", get(hosts::show))
+        .route("/api/v1/flows", get(flows::query))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts requests by outcome.
+async fn count(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let s = res.status();
+    let outcome = if s.is_success() {
+        "ok"
+    } else if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN {
+        "unauthorized"
+    } else if s.is_client_error() {
+        "client_error"
+    } else {
+        "server_error"
+    };
+    state
+        .metrics
+        .api_requests
+        .get_or_create(&Outcome { outcome })
+        .inc();
+    res
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// "ok" when the store answers.
+    pub status: String,
+    pub version: String,
+    /// Agents connected now.
+    pub agents_connected: i64,
+}
+
+/// Liveness and readiness; needs no token.
+#[utoipa::path(get, path = "/api/v1/health", tag = "collector",
+    responses((status = 200, body = Health), (status = 503, body = error::ErrorBody)))]
+async fn health(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
+    state
+        .store(|s| s.hosts().map(|_| ()))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("store: {}", e.message())))?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        agents_connected: state.metrics.agents_connected.get(),
+    }))
+}
+
+/// Prometheus text exposition of the collector's counters.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if state.metrics_need_token {
+        state.authorize(&headers, Scope::Read).await?;
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,34 @@
+//! The OpenAPI document (`GET /api/v1/openapi.json`), generated from the handlers.
+use axum::Json;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{error::ErrorBody, flows, hosts, tokens};
+
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = doc.components.as_mut() {
+            c.add_security_scheme(
+                "token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cordon collector API", description = "Hosts, flows and tokens of a Cordon collector. Times are Unix nanoseconds."),
+    paths(super::health, hosts::list, hosts::show, flows::query, tokens::create, tokens::list, tokens::revoke),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerToken)
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

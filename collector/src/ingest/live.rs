@@ -1,0 +1,71 @@
+//! Which agents are connected right now (what the API's `connected` shows, and where
+//! commands will be delivered).
+use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
+
+use crate::metrics::Metrics;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connected {
+    pub remote: SocketAddr,
+    pub since_ns: u64,
+    /// quinn's id of the connection: a reconnect replaces the entry, and only the
+    /// connection that owns an entry removes it.
+    conn_id: usize,
+}
+
+#[derive(Default)]
+pub struct Live {
+    agents: Mutex<HashMap<String, Connected>>,
+}
+
+/// Removes its agent's entry when its connection ends.
+pub struct LiveGuard<'a> {
+    live: &'a Live,
+    agent: String,
+    conn_id: usize,
+    metrics: &'a Metrics,
+}
+
+impl Live {
+    pub fn connected<'a>(
+        &'a self,
+        agent: &str,
+        conn: &quinn::Connection,
+        now_ns: u64,
+        metrics: &'a Metrics,
+    ) -> LiveGuard<'a> {
+        let entry = Connected {
+            remote: conn.remote_address(),
+            since_ns: now_ns,
+            conn_id: conn.stable_id(),
+        };
+        if let Ok(mut m) = self.agents.lock() {
+            m.insert(agent.to_string(), entry);
+            metrics.agents_connected.set(m.len() as i64);
+        }
+        LiveGuard {
+            live: self,
+            agent: agent.to_string(),
+            conn_id: conn.stable_id(),
+            metrics,
+        }
+    }
+
+    /// The agent's current connection, if it has one.
+    pub fn get(&self, agent: &str) -> Option<Connected> {
+        self.agents.lock().ok()?.get(agent).cloned()
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.live.agents.lock() {
+            if m.get(&self.agent)
+                .is_some_and(|c| c.conn_id == self.conn_id)
+            {
+                m.remove(&self.agent);
+            }
+            self.metrics.agents_connected.set(m.len() as i64);
+        }
+    }
+}

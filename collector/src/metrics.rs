@@ -1,0 +1,94 @@
+//! The collector's own counters, served as Prometheus text at `/metrics`.
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub agents_connected: Gauge,
+    /// Agent connections closed by the collector, by reason.
+    pub connections_refused: Family<Reason, Counter>,
+    pub batches_stored: Counter,
+    pub records_stored: Counter,
+    /// Resent batches recognised by their sequence number (acknowledged, not stored again).
+    pub batches_duplicate: Counter,
+    /// Records agents reported they had to drop (their spool was full).
+    pub records_dropped_by_agents: Counter,
+    pub inventories_stored: Counter,
+    pub enrollments: Family<Outcome, Counter>,
+    pub api_requests: Family<Outcome, Counter>,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Self::default();
+        let mut r = Registry::with_prefix("cordon_collector");
+        r.register(
+            "agents_connected",
+            "Agents connected now",
+            m.agents_connected.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Agent connections closed by the collector, by reason",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "batches_stored",
+            "Flow batches durably stored and acknowledged",
+            m.batches_stored.clone(),
+        );
+        r.register(
+            "records_stored",
+            "Flow records durably stored",
+            m.records_stored.clone(),
+        );
+        r.register(
+            "batches_duplicate",
+            "Resent flow batches acknowledged without storing them again",
+            m.batches_duplicate.clone(),
+        );
+        r.register(
+            "records_dropped_by_agents",
+            "Flow records agents dropped because their spool was full",
+            m.records_dropped_by_agents.clone(),
+        );
+        r.register(
+            "inventories_stored",
+            "Inventory messages stored",
+            m.inventories_stored.clone(),
+        );
+        r.register(
+            "enrollments",
+            "Enrollment attempts, by outcome",
+            m.enrollments.clone(),
+        );
+        r.register(
+            "api_requests",
+            "API requests, by outcome (ok, client_error, unauthorized, server_error)",
+            m.api_requests.clone(),
+        );
+        Self { registry: r, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

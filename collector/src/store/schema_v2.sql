@@ -1,0 +1,20 @@
+-- Cordon collector store, schema version 2: API and join tokens, and enrollments.
+CREATE TABLE tokens (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    scope       TEXT NOT NULL,            -- read | admin | enroll
+    hash        TEXT NOT NULL UNIQUE,     -- SHA-256 of the secret, hex; the secret is not kept
+    created_ns  INTEGER NOT NULL,
+    expires_ns  INTEGER,                  -- NULL: never
+    uses_left   INTEGER,                  -- enroll tokens: enrollments left (NULL: unlimited)
+    last_used_ns INTEGER,
+    revoked     INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE enrollments (
+    agent_id         TEXT PRIMARY KEY,    -- the CN of the certificate issued
+    host_name        TEXT NOT NULL,
+    token_id         INTEGER REFERENCES tokens(id),
+    cert_fingerprint TEXT NOT NULL,
+    enrolled_ns      INTEGER NOT NULL
+);
