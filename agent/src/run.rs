@@ -107,7 +107,8 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         tls,
         identity: Identity {
             host_name: host.clone(),
-            capture: cfg.capture.mode.as_str().into(),
+            // Set to the capture that actually runs once it has started.
+            capture: String::new(),
             boot_id,
         },
         spool,
@@ -124,6 +125,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .name("cordon-batcher".into())
         .spawn(move || batcher(lines, batches_tx, max, every))
         .context("starting the batcher")?;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let settings = Settings {
         host: Arc::from(host.as_str()),
         cgroup: (!cfg.capture.cgroup_path.as_os_str().is_empty())
@@ -131,6 +133,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         capture: cfg.capture.clone(),
         stats_on_exit: true,
         selftest_connect: None,
+        started: Some(started_tx),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,6 +141,11 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let uplink_task = tokio::spawn(async move {
+            // Connect once the capture runs, so the Hello names it; if it never starts,
+            // the batches channel closes and the uplink ends at once.
+            if let Ok(capture) = started_rx.await {
+                uplink.identity.capture = capture.into();
+            }
             let res = uplink.run(batches_rx).await;
             (res, uplink)
         });

@@ -68,6 +68,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         cgroup,
         stats_on_exit: args.stats_on_exit,
         selftest_connect: args.selftest_connect,
+        started: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

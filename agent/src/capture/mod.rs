@@ -63,6 +63,14 @@ pub struct Settings {
     /// Test hook: once capturing, make one TCP connection of the agent's own to this
     /// address, so a test can check the agent does not report its own traffic.
     pub selftest_connect: Option<std::net::SocketAddr>,
+    /// Told which capture ("ebpf" or "procfs") started, once it has.
+    pub started: Option<tokio::sync::oneshot::Sender<&'static str>>,
+}
+
+fn announce(s: &mut Settings, capture: &'static str) {
+    if let Some(tx) = s.started.take() {
+        let _ = tx.send(capture);
+    }
 }
 
 /// Sends a tiny HTTP request from the agent process itself (see `selftest_connect`).
@@ -99,7 +107,7 @@ fn table(s: &Settings, capture: &'static str) -> FlowTable {
 }
 
 /// Runs the capture the settings ask for until `stop` fires.
-pub async fn run(s: Settings, output: Output, stop: Stop) -> anyhow::Result<()> {
+pub async fn run(mut s: Settings, output: Output, stop: Stop) -> anyhow::Result<()> {
     let root = mounts::cgroup2_root()?;
     let target = mounts::cgroup_target(&root, s.cgroup.as_deref())?;
     let cgroup_rel = format!(
@@ -127,6 +135,7 @@ pub async fn run(s: Settings, output: Output, stop: Stop) -> anyhow::Result<()> 
                     missing: Default::default(),
                 };
                 tracing::info!(capture = "ebpf", cgroup = %cgroup_rel, host = %s.host, "capture started");
+                announce(&mut s, "ebpf");
                 spawn_selftest(s.selftest_connect);
                 let iv = ebpf::Intervals {
                     drain: Duration::from_millis(s.capture.drain_interval_ms),
@@ -166,6 +175,7 @@ pub async fn run(s: Settings, output: Output, stop: Stop) -> anyhow::Result<()> 
         idle_timeout: Duration::from_millis(s.capture.idle_timeout_ms),
     };
     tracing::info!(capture = "procfs", cgroup = %cgroup_rel, host = %s.host, "capture started");
+    announce(&mut s, "procfs");
     spawn_selftest(s.selftest_connect);
     let res = cap
         .run(Duration::from_millis(s.capture.poll_interval_ms), stop)
