@@ -30,6 +30,16 @@ pub fn collector_bin() -> String {
     })
 }
 
+/// The operator CLI under test: `CORDON_CLI` or the workspace's debug build.
+pub fn cli_bin() -> String {
+    std::env::var("CORDON_CLI").unwrap_or_else(|_| {
+        workspace()
+            .join("target/debug/cordon")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
 pub struct Agent {
     pub pid: u32,
     pub stdout: PathBuf,

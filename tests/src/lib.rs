@@ -17,6 +17,7 @@ use std::{
 };
 
 pub mod agent;
+pub mod fleet;
 
 pub use agent::Agent;
 
@@ -56,7 +57,7 @@ pub fn cgroup2_root() -> PathBuf {
         .expect("a cgroup2 mount (the agent mounts one, tests expect it present)")
 }
 
-fn run(cmd: &[&str]) -> Output {
+pub(crate) fn run(cmd: &[&str]) -> Output {
     let out = Command::new(cmd[0])
         .args(&cmd[1..])
         .output()
@@ -138,20 +139,7 @@ impl Lab {
     }
 
     fn command(&self, ns: &str, cgroup: Option<&Path>, cmd: &[&str]) -> Command {
-        // nsenter switches only the network namespace; `ip netns exec` would also remount
-        // /sys, hiding the cgroup2 mount from the agent.
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{ns}")).args(["sh", "-c"]);
-        match cgroup {
-            // Join the cgroup first, then become the command (same pid throughout).
-            Some(cg) => c.arg(format!(
-                "echo $$ > '{}/cgroup.procs' && exec \"$@\"",
-                cg.display()
-            )),
-            None => c.arg("exec \"$@\""),
-        };
-        c.arg("sh").args(cmd);
-        c
+        ns_command(ns, cgroup, cmd)
     }
 
     fn spawn(&self, mut c: Command, out: Stdio, err: Stdio) -> u32 {
@@ -219,6 +207,75 @@ impl Lab {
     }
 }
 
+/// `cmd` in network namespace `ns`, inside `cgroup` if given (`nsenter` and `sh` both
+/// exec, so the child's pid is the command's).
+pub fn ns_command(ns: &str, cgroup: Option<&Path>, cmd: &[&str]) -> Command {
+    // nsenter switches only the network namespace; `ip netns exec` would also remount
+    // /sys, hiding the cgroup2 mount from the agent.
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).args(["sh", "-c"]);
+    match cgroup {
+        // Join the cgroup first, then become the command (same pid throughout).
+        Some(cg) => c.arg(format!(
+            "echo $$ > '{}/cgroup.procs' && exec \"$@\"",
+            cg.display()
+        )),
+        None => c.arg("exec \"$@\""),
+    };
+    c.arg("sh").args(cmd);
+    c
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (sockets it opens live
+/// there); the calling thread's namespace does not change.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let path = format!("/run/netns/{ns}");
+                let fd = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                // SAFETY: setns on a valid descriptor; it changes only this thread.
+                let rc = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET)
+                };
+                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("netns thread")
+    })
+}
+
+/// Kills `children` and anything left in `cgroups`, deletes `namespaces` and removes the
+/// cgroups: a lab's teardown, also after a failure.
+fn teardown(children: &Mutex<Vec<Child>>, namespaces: &[&String], cgroups: &[&PathBuf]) {
+    if let Ok(mut children) = children.lock() {
+        for c in children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    for cg in cgroups {
+        // Anything else still in the cgroup (grandchildren) goes too.
+        if let Ok(procs) = fs::read_to_string(cg.join("cgroup.procs")) {
+            for pid in procs.split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+    }
+    for ns in namespaces {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+    for cg in cgroups {
+        for _ in 0..50 {
+            if fs::remove_dir(cg).is_ok() || !cg.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// Sends SIGINT to `pid` (a lab process) so it can stop cleanly.
 pub fn interrupt(pid: u32) {
     let _ = Command::new("kill")
@@ -243,7 +300,7 @@ pub fn wait_for(path: &Path, needle: &str, timeout: Duration) {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -256,27 +313,11 @@ fn is_root() -> bool {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Ok(mut children) = self.children.lock() {
-            for c in children.iter_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        // Anything else still in the cgroup (grandchildren) goes too.
-        if let Ok(procs) = fs::read_to_string(self.cgroup.join("cgroup.procs")) {
-            for pid in procs.split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        for ns in [&self.host_ns, &self.peer_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        for _ in 0..50 {
-            if fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        teardown(
+            &self.children,
+            &[&self.host_ns, &self.peer_ns],
+            &[&self.cgroup],
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::HeaderMap,
+    http::{HeaderMap, StatusCode},
 };
 use serde::Serialize;
 
@@ -80,4 +80,29 @@ pub async fn show(
         host: with_live(&state, row),
         inventory,
     }))
+}
+
+/// Revokes a host's agent certificate: its connection is closed and refused from now on.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/revoke", tag = "hosts", security(("token" = [])),
+    params(("id" = String, Path, description = "agent id or host name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let by = state.authorize(&headers, Scope::Admin).await?;
+    let agent = state
+        .store(move |s| {
+            let Some(row) = s.host(&id)? else {
+                return Ok(None);
+            };
+            s.revoke(&row.id)?;
+            Ok(Some(row.id))
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such host"))?;
+    let was_connected = state.live.disconnect(&agent, "revoked");
+    tracing::warn!(agent = %agent, by = %by.name, was_connected, "agent revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

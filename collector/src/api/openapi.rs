@@ -23,7 +23,7 @@ impl Modify for BearerToken {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cordon collector API", description = "Hosts, flows and tokens of a Cordon collector. Times are Unix nanoseconds."),
-    paths(super::health, hosts::list, hosts::show, flows::query, tokens::create, tokens::list, tokens::revoke),
+    paths(super::health, hosts::list, hosts::show, hosts::revoke, flows::query, tokens::create, tokens::list, tokens::revoke),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken)
 )]

@@ -221,9 +221,27 @@ async fn hosts_and_flows_are_served_with_filters() {
     assert_eq!(hosts[0]["connected"], false);
     assert_eq!(hosts[0]["last_seq"], 1);
     let (s, host) = get("/api/v1/hosts/web-1").await;
+    assert_eq!(host["revoked"], false);
     assert_eq!((s, host["capture"].as_str()), (200, Some("ebpf")));
     assert!(host["inventory"].is_null());
     assert_eq!(get("/api/v1/hosts/nope").await.0, 404);
+    let post = |p: &str| {
+        call(
+            format!("{}{p}", api.base),
+            Some(api.admin.clone()),
+            Some(json!({})),
+        )
+    };
+    assert_eq!(post("/api/v1/hosts/nope/revoke").await.0, 404);
+    assert_eq!(post("/api/v1/hosts/web-1/revoke").await.0, 204);
+    assert!(
+        api.store
+            .lock()
+            .expect("lock")
+            .is_revoked("web-1")
+            .expect("revoked")
+    );
+    assert_eq!(get("/api/v1/hosts/web-1").await.1["revoked"], true);
 
     let (s, flows) = get("/api/v1/flows").await;
     assert_eq!(s, 200);

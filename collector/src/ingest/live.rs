@@ -4,13 +4,14 @@ use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
 
 use crate::metrics::Metrics;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Connected {
     pub remote: SocketAddr,
     pub since_ns: u64,
     /// quinn's id of the connection: a reconnect replaces the entry, and only the
     /// connection that owns an entry removes it.
     conn_id: usize,
+    conn: quinn::Connection,
 }
 
 #[derive(Default)]
@@ -38,6 +39,7 @@ impl Live {
             remote: conn.remote_address(),
             since_ns: now_ns,
             conn_id: conn.stable_id(),
+            conn: conn.clone(),
         };
         if let Ok(mut m) = self.agents.lock() {
             m.insert(agent.to_string(), entry);
@@ -54,6 +56,22 @@ impl Live {
     /// The agent's current connection, if it has one.
     pub fn get(&self, agent: &str) -> Option<Connected> {
         self.agents.lock().ok()?.get(agent).cloned()
+    }
+
+    /// Closes the agent's connection, if it has one (after a revocation).
+    pub fn disconnect(&self, agent: &str, reason: &str) -> bool {
+        let conn = self
+            .agents
+            .lock()
+            .ok()
+            .and_then(|m| m.get(agent).map(|c| c.conn.clone()));
+        match conn {
+            Some(c) => {
+                c.close(2u32.into(), reason.as_bytes());
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -57,6 +57,8 @@ impl IngestError {
             IngestError::Revoked(_) => "revoked",
             IngestError::EnrollRefused(_) => "enroll_refused",
             IngestError::Protocol(_) => "protocol",
+            // A read that failed because the connection went away is not the agent's fault.
+            IngestError::Wire(WireError::Io(_)) => "connection",
             IngestError::Wire(_) => "malformed",
             IngestError::Store(_) => "store",
             IngestError::Connection(_) | IngestError::Closed(_) => "connection",
@@ -135,6 +137,13 @@ pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::info!(%remote, error = %e, "agent handshake failed");
+                    ingest
+                        .metrics
+                        .connections_refused
+                        .get_or_create(&Reason {
+                            reason: "handshake",
+                        })
+                        .inc();
                     return;
                 }
             };

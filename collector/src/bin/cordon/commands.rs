@@ -115,6 +115,12 @@ pub fn host(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn revoke(c: &Client, id: &str) -> anyhow::Result<()> {
+    c.post(&format!("/api/v1/hosts/{id}/revoke"), &json!({}))?;
+    println!("{id} revoked: its certificate is refused from now on");
+    Ok(())
+}
+
 pub fn flows(c: &Client, a: &FlowArgs) -> anyhow::Result<()> {
     let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
     let opts = [

@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a host's agent certificate (its connection is closed and refused).
+    Revoke {
+        /// Agent id or host name.
+        id: String,
+    },
     /// Stored flow records, newest first.
     Flows(FlowArgs),
     /// API tokens and agents' join tokens.
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
                 Command::Health => commands::health(&c),
                 Command::Hosts { id: None, json } => commands::hosts(&c, json),
                 Command::Hosts { id: Some(id), json } => commands::host(&c, &id, json),
+                Command::Revoke { id } => commands::revoke(&c, &id),
                 Command::Flows(args) => commands::flows(&c, &args),
                 Command::Token { command } => match command {
                     TokenCommand::Create {
