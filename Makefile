@@ -14,10 +14,10 @@ setup:
 build: setup
 	$(CARGO) build --release -p cordon-agent
 
-## Runs the most complete Cordon there is today: the agent watching live flows on this
-## host, with some traffic of its own making so there is something to see.
+## Runs the most complete Cordon there is today: a collector and an enrolled agent on
+## this host, streaming live flows with processes, shown through the `cordon` CLI.
 demo: setup
-	$(CARGO) build --release -p cordon-agent
+	$(CARGO) build --release -p cordon-agent -p cordon-collector
 	@bash scripts/demo.sh
 
 ## The whole suite: formatting, lints, unit tests, and the privileged end-to-end tests
