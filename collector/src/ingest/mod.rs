@@ -5,6 +5,8 @@
 //! (Welcome); every flow batch is acknowledged only once it is durably stored. Anything
 //! malformed or out of order closes that agent's connection with a logged reason; the
 //! collector keeps running.
+mod writer;
+
 use std::{
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
@@ -17,6 +19,8 @@ use cordon_wire::{
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::store::{Store, StoreError};
+
+pub use writer::Writer;
 
 /// Why an agent's connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +82,17 @@ pub fn agent_id(der: &[u8]) -> Result<String, IngestError> {
 
 /// Accepts agents until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, store: SharedStore) {
+    // Flow batches of all connections go through one group-committing writer.
+    let writer = match Writer::spawn(store.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the store writer; not accepting agents");
+            return;
+        }
+    };
     while let Some(incoming) = endpoint.accept().await {
         let store = store.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -89,7 +102,7 @@ pub async fn serve(endpoint: quinn::Endpoint, store: SharedStore) {
                     return;
                 }
             };
-            match handle(&conn, &store).await {
+            match handle(&conn, &store, &writer).await {
                 Ok(()) => tracing::info!(%remote, "agent disconnected"),
                 Err(e) => {
                     tracing::warn!(%remote, reason = %e, "agent connection closed");
@@ -100,7 +113,11 @@ pub async fn serve(endpoint: quinn::Endpoint, store: SharedStore) {
     }
 }
 
-async fn handle(conn: &quinn::Connection, store: &SharedStore) -> Result<(), IngestError> {
+async fn handle(
+    conn: &quinn::Connection,
+    store: &SharedStore,
+    writer: &Writer,
+) -> Result<(), IngestError> {
     let cert = peer_certificate(conn).ok_or(IngestError::NoCertificate)?;
     let agent = agent_id(&cert)?;
     let id = agent.clone();
@@ -148,7 +165,7 @@ async fn handle(conn: &quinn::Connection, store: &SharedStore) -> Result<(), Ing
             Message::FlowBatch(batch) => {
                 let seq = batch.seq;
                 let id = agent.clone();
-                with_store(store, move |s| s.store_batch(&id, &batch)).await?;
+                writer.store(id, batch).await?;
                 write_message(&mut send, &Message::Ack(Ack { seq })).await?;
             }
             Message::Inventory(_) => {
