@@ -6,7 +6,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS = $(JOBS)
 
-.PHONY: setup build demo test test-unit test-privileged lint fmt bench clean
+.PHONY: setup build demo test test-unit test-privileged lint fmt bench bench-ingest clean
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +45,13 @@ fmt:
 bench: setup
 	$(CARGO) build --release -p cordon-agent -p cordon-tests --bin cordon-agent --bin cordon-bench
 	bash tests/bench/agent-overhead.sh $(ROUNDS) $(BENCH_SECONDS)
+
+## Collector ingest benchmark (no root): simulated agents over QUIC on loopback against a
+## release collector it starts itself. INGEST_ARGS passes options to cordon-loadgen, e.g.
+## INGEST_ARGS="--phase saturation --seconds 30".
+bench-ingest: setup
+	$(CARGO) build --release -p cordon-tests -p cordon-collector --bin cordon-loadgen --bin cordon-collector
+	bash tests/bench/ingest.sh $(INGEST_ARGS)
 
 clean:
 	$(CARGO) clean

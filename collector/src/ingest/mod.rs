@@ -8,6 +8,7 @@
 //! ([`enroll`]).
 mod enroll;
 mod live;
+mod writer;
 
 use std::{
     sync::{Arc, Mutex},
@@ -27,6 +28,8 @@ use crate::{
     pki::Ca,
     store::{Store, StoreError, Stored},
 };
+
+pub use writer::Writer;
 
 /// Why an agent's connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +132,17 @@ pub fn agent_id(der: &[u8]) -> Result<String, IngestError> {
 
 /// Accepts agents until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
+    // Flow batches of all connections go through one group-committing writer.
+    let writer = match Writer::spawn(ingest.store.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the store writer; not accepting agents");
+            return;
+        }
+    };
     while let Some(incoming) = endpoint.accept().await {
         let ingest = ingest.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -148,7 +160,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
                 }
             };
             let res = match peer_certificate(&conn) {
-                Some(cert) => handle(&conn, &cert, &ingest).await,
+                Some(cert) => handle(&conn, &cert, &ingest, &writer).await,
                 None => enroll::handle(&conn, &ingest).await,
             };
             match res {
@@ -167,7 +179,12 @@ pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
     }
 }
 
-async fn handle(conn: &quinn::Connection, cert: &[u8], ingest: &Ingest) -> Result<(), IngestError> {
+async fn handle(
+    conn: &quinn::Connection,
+    cert: &[u8],
+    ingest: &Ingest,
+    writer: &Writer,
+) -> Result<(), IngestError> {
     let store = &ingest.store;
     let metrics = &ingest.metrics;
     let agent = agent_id(cert)?;
@@ -218,7 +235,7 @@ async fn handle(conn: &quinn::Connection, cert: &[u8], ingest: &Ingest) -> Resul
                 let seq = batch.seq;
                 let dropped = batch.dropped_before;
                 let id = agent.clone();
-                match with_store(store, move |s| s.store_batch(&id, &batch)).await? {
+                match writer.store(id, batch).await? {
                     Stored::New { records } => {
                         metrics.batches_stored.inc();
                         metrics.records_stored.inc_by(records as u64);

@@ -162,6 +162,49 @@ impl Store {
     /// Stores a batch durably (see the module docs).
     pub fn store_batch(&mut self, agent_id: &str, batch: &FlowBatch) -> Result<Stored, StoreError> {
         let tx = self.conn.transaction()?;
+        let stored = Self::insert_batch(&tx, agent_id, batch)?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Stores several agents' batches in one transaction, so one commit (one fsync) makes
+    /// them all durable: group commit. A batch of an unknown agent is refused alone (that
+    /// is found before anything of it is written); any other error fails the whole group,
+    /// and then nothing of it is stored.
+    pub fn store_batches(
+        &mut self,
+        batches: &[(&str, &FlowBatch)],
+    ) -> Result<Vec<Result<Stored, StoreError>>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(batches.len());
+        for (agent_id, batch) in batches {
+            match Self::insert_batch(&tx, agent_id, batch) {
+                Ok(stored) => out.push(Ok(stored)),
+                Err(e @ StoreError::UnknownAgent(_)) => out.push(Err(e)),
+                // Dropping the transaction rolls the group back.
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Sets this connection's page cache, in KiB (SQLite's default is 2 MiB). The ingest
+    /// writer uses a large one: the flows' indexes take inserts all over, and every page
+    /// missing from the cache is a read from the file.
+    pub fn set_cache_kib(&mut self, kib: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))?;
+        Ok(())
+    }
+
+    /// One batch inside the caller's transaction (or savepoint): its records, their
+    /// conversation edges and the agent's new sequence number; nothing for a resend.
+    fn insert_batch(
+        tx: &Connection,
+        agent_id: &str,
+        batch: &FlowBatch,
+    ) -> Result<Stored, StoreError> {
         let (host_id, last_seq): (i64, i64) = tx
             .query_row(
                 "SELECT id, last_seq FROM hosts WHERE agent_id = ?1",
@@ -238,7 +281,6 @@ impl Store {
             "UPDATE hosts SET last_seq = ?2 WHERE id = ?1",
             params![host_id, ns(batch.seq)],
         )?;
-        tx.commit()?;
         Ok(Stored::New {
             records: batch.records.len(),
         })

@@ -76,6 +76,40 @@ fn batches_are_stored_once_and_resends_are_recognised() {
 }
 
 #[test]
+fn a_group_commit_stores_each_batch_once_and_fails_only_the_bad_one() {
+    let mut s = store_with_h1();
+    s.host_connected("h2-agent", "h2", "0.1.0", "ebpf", T0)
+        .expect("host");
+    let one = batch(1, vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0)]);
+    let two = batch(
+        2,
+        vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0 + 1); 3],
+    );
+    let results = s
+        .store_batches(&[
+            ("h1-agent", &one),
+            ("nobody", &one),
+            ("h1-agent", &one), // a resend within the same group
+            ("h2-agent", &one),
+            ("h1-agent", &two),
+        ])
+        .expect("commit");
+    assert!(matches!(results[0], Ok(Stored::New { records: 1 })));
+    assert!(matches!(results[1], Err(StoreError::UnknownAgent(_))));
+    assert!(matches!(results[2], Ok(Stored::Duplicate)));
+    assert!(matches!(results[3], Ok(Stored::New { records: 1 })));
+    assert!(matches!(results[4], Ok(Stored::New { records: 3 })));
+    assert_eq!(s.flows(&FlowFilter::default()).expect("query").len(), 5);
+    let (_, seq) = s
+        .host_connected("h1-agent", "h1", "0.1.0", "ebpf", T0 + 5)
+        .expect("host");
+    assert_eq!(seq, 2);
+    // Both agents' edges were counted once per start record.
+    assert_eq!(s.conversations("h1-agent").expect("edges")[0].flows, 4);
+    assert_eq!(s.conversations("h2-agent").expect("edges")[0].flows, 1);
+}
+
+#[test]
 fn flows_are_filtered_and_limited() {
     let mut s = store_with_h1();
     s.host_connected("h2-agent", "h2", "0.1.0", "procfs", T0)
