@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod outputs;
 pub mod pki;
 pub mod serve;
 pub mod store;

@@ -1,0 +1,40 @@
+//! Outputs: where alerts go (Kafka, Splunk HEC, later more). Every sink receives the same
+//! [`Envelope`]s — a ready Splunk HEC event with its alert key — in order, in batches,
+//! from its own thread; the dispatcher keeps what a sink has not yet accepted in the store
+//! (the alert outbox), so a sink that is down loses nothing and a restart resends what was
+//! not confirmed (at-least-once; the key lets consumers deduplicate).
+
+/// One alert occurrence, ready to publish.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Envelope {
+    /// The alert's `key_id`: the Kafka message key.
+    pub key: String,
+    /// A Splunk HEC event: `{"time": <Unix s, fractional>, "host": ..., "source":
+    /// "cordon", "sourcetype": "cordon:alert", "index"?: ..., "event": <the alert>}`.
+    /// Kafka carries it as the message value (so Splunk Connect for Kafka can forward it
+    /// with `splunk.hec.json.event.formatted=true`); HEC sends it as is.
+    pub hec: serde_json::Value,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth trying again later (network, 429, 5xx, broker unavailable, ack timeout).
+    #[error("{0} (will retry)")]
+    Retryable(String),
+    /// Will not succeed by retrying (bad token, bad request, message too large): the
+    /// dispatcher counts the batch as dead-lettered for this sink and moves on.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A destination for alerts. Called from one thread per sink; blocking is fine.
+pub trait Sink: Send {
+    /// For logs and metrics ("kafka", "hec").
+    fn name(&self) -> &'static str;
+    /// Delivers `batch` in order; `Ok` only once every envelope is accepted by the other
+    /// side (Kafka: delivery reports; HEC: the response, and indexer acks when enabled).
+    fn deliver(&mut self, batch: &[Envelope]) -> Result<(), SinkError>;
+    /// Whether the other side is reachable and accepts us now.
+    fn health(&mut self) -> Result<(), SinkError>;
+}
