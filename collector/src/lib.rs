@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod outputs;
 pub mod pki;
+pub mod policy;
 pub mod serve;
 pub mod store;
 pub mod tokens;
