@@ -21,6 +21,7 @@ pub struct CollectorConfig {
     /// Validity of the certificates agents get at enrollment, in days.
     pub agent_cert_days: i64,
     pub api: ApiConfig,
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 /// `[api]`: the REST API (`/api/v1/...`, `/metrics`).
@@ -55,6 +56,7 @@ impl Default for CollectorConfig {
             retention_hours: 24 * 7,
             agent_cert_days: 365,
             api: ApiConfig::default(),
+            alerts: Default::default(),
         }
     }
 }

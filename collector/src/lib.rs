@@ -1,6 +1,7 @@
 //! Cordon's collector: the agents' certificate authority (`pki`), ingest over QUIC with
 //! enrollment (`ingest`), the embedded store (`store`), API and join tokens (`tokens`), the
 //! REST API (`api`) and its own metrics (`metrics`). `serve` ties them together.
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod ingest;

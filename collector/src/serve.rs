@@ -10,9 +10,11 @@ use anyhow::Context;
 use crate::{
     api::{self, ApiState},
     config::CollectorConfig,
-    ingest::{self, Ingest, Live},
+    ingest::{self, Ingest, Live, WriterCompliance},
     metrics::Metrics,
+    outputs::Wake,
     pki,
+    policy::state::PolicyState,
     store::Store,
 };
 
@@ -42,6 +44,19 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         .with_context(|| format!("api.listen {} (tcp)", cfg.api.listen))?;
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(Live::default());
+    let policy = PolicyState::new();
+    match store.lock() {
+        Ok(s) => policy.reload(&s)?,
+        Err(_) => anyhow::bail!("store lock poisoned"),
+    }
+    if let Some(ctx) = policy.current() {
+        tracing::info!(version = ctx.version, name = %ctx.policy.name, "published policy in force");
+    }
+    let compliance = WriterCompliance {
+        policy: policy.clone(),
+        alerts: cfg.alerts.clone(),
+        outbox: Arc::new(Wake::default()),
+    };
     tracing::info!(
         listen = %endpoint.local_addr()?,
         api = %listener.local_addr()?,
@@ -56,6 +71,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             live: live.clone(),
             agent_cert_days: cfg.agent_cert_days,
+            compliance: compliance.clone(),
         },
     ));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -66,6 +82,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             live,
             metrics,
             metrics_need_token: cfg.api.metrics_need_token,
+            policy,
         },
         async {
             let _ = api_stopped.await;

@@ -31,6 +31,8 @@ pub struct FlowQuery {
     pub until: Option<String>,
     /// At most this many (default 100, at most 10000).
     pub limit: Option<String>,
+    /// Compliance verdict: permitted, escaped or rejected.
+    pub verdict: Option<String>,
 }
 
 /// A point in time as Unix ns; `name` is the parameter, for the error.
@@ -73,7 +75,15 @@ impl FlowQuery {
                 "`limit`: 1 to {MAX_FLOW_LIMIT}"
             )));
         }
+        if let Some(v) = &self.verdict
+            && !matches!(v.as_str(), "permitted" | "escaped" | "rejected")
+        {
+            return Err(ApiError::bad_request(format!(
+                "`verdict`: `{v}`: permitted, escaped or rejected"
+            )));
+        }
         Ok(FlowFilter {
+            verdict: self.verdict.clone(),
             host: self.host.clone(),
             remote_ip: parse("remote_ip", self.remote_ip.as_deref(), "an IP address")?,
             port: parse("port", self.port.as_deref(), "a port (0-65535)")?,

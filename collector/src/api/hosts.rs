@@ -4,7 +4,7 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, error::ErrorBody};
 use crate::store::{HostRow, Scope};
@@ -27,6 +27,8 @@ pub struct HostDetail {
     /// listening sockets with their processes.
     #[schema(value_type = Option<Object>)]
     pub inventory: Option<serde_json::Value>,
+    /// Labels policy groups match on.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn with_live(state: &ApiState, row: HostRow) -> Host {
@@ -68,10 +70,12 @@ pub async fn show(
                 return Ok(None);
             };
             let inv = s.inventory(&row.id)?;
-            Ok(Some((row, inv)))
+            let labels = s.labels(&row.id)?;
+            Ok(Some((row, (inv, labels))))
         })
         .await?
         .ok_or_else(|| ApiError::not_found("no such host"))?;
+    let (inventory, labels) = inventory;
     let inventory = inventory
         .map(serde_json::to_value)
         .transpose()
@@ -79,6 +83,7 @@ pub async fn show(
     Ok(Json(HostDetail {
         host: with_live(&state, row),
         inventory,
+        labels,
     }))
 }
 
@@ -105,4 +110,62 @@ pub async fn revoke(
     let was_connected = state.live.disconnect(&agent, "revoked");
     tracing::warn!(agent = %agent, by = %by.name, was_connected, "agent revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelChange {
+    /// Labels to set (key → value).
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    /// Label keys to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+fn valid_label(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':'))
+}
+
+/// Sets or removes a host's labels; the policy in force sees them at once.
+#[utoipa::path(post, path = "/api/v1/hosts/{id}/labels", tag = "hosts", security(("token" = [])),
+    params(("id" = String, Path, description = "agent id or host name")),
+    request_body = LabelChange,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn labels(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<LabelChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<std::collections::BTreeMap<String, String>>, ApiError> {
+    let by = state.authorize(&headers, Scope::Admin).await?;
+    let Json(change) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    for (k, v) in &change.set {
+        if !valid_label(k) || !valid_label(v) {
+            return Err(ApiError::bad_request(format!(
+                "`set`: `{k}={v}`: keys and values are 1 to 128 of a-z A-Z 0-9 . - _ / :"
+            )));
+        }
+    }
+    let policy = state.policy.clone();
+    let labels = state
+        .store(move |s| {
+            let Some(row) = s.host(&id)? else {
+                return Ok(None);
+            };
+            for (k, v) in &change.set {
+                s.set_label(&row.id, k, Some(v))?;
+            }
+            for k in &change.remove {
+                s.set_label(&row.id, k, None)?;
+            }
+            policy.reload(s)?;
+            Ok(Some((row.id.clone(), s.labels(&row.id)?)))
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such host"))?;
+    tracing::info!(host = %labels.0, labels = ?labels.1, by = %by.name, "labels changed");
+    Ok(Json(labels.1))
 }

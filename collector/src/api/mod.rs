@@ -4,10 +4,12 @@
 //! <token>` with a token whose scope allows it (`read` or `admin`; join tokens are refused).
 //! The API reads the store through its own SQLite connection, so queries do not wait for
 //! ingest's writes (WAL).
+mod alerts;
 mod error;
 mod flows;
 mod hosts;
 mod openapi;
+mod policies;
 mod tokens;
 
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,8 @@ pub struct ApiState {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub metrics_need_token: bool,
+    /// The policy in force: reloaded after a publish or a label change.
+    pub policy: Arc<crate::policy::state::PolicyState>,
 }
 
 impl ApiState {
@@ -93,6 +97,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts", get(hosts::list))
         .route("/api/v1/hosts/{id}", get(hosts::show))
         .route("/api/v1/hosts/{id}/revoke", post(hosts::revoke))
+        .route("/api/v1/hosts/{id}/labels", post(hosts::labels))
+        .route(
+            "/api/v1/policies",
+            get(policies::list).post(policies::apply),
+        )
+        .route("/api/v1/policies/diff", get(policies::diff))
+        .route("/api/v1/policies/{version}", get(policies::show))
+        .route(
+            "/api/v1/policies/{version}/publish",
+            post(policies::publish),
+        )
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{key}/snooze", post(alerts::snooze))
+        .route("/api/v1/alerts/{key}/mute", post(alerts::mute))
+        .route("/api/v1/alerts/{key}/unmute", post(alerts::unmute))
         .route("/api/v1/flows", get(flows::query))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}/revoke", post(tokens::revoke))

@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{error::ErrorBody, flows, hosts, tokens};
+use super::{alerts, error::ErrorBody, flows, hosts, policies, tokens};
 
 struct BearerToken;
 
@@ -23,7 +23,10 @@ impl Modify for BearerToken {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cordon collector API", description = "Hosts, flows and tokens of a Cordon collector. Times are Unix nanoseconds."),
-    paths(super::health, hosts::list, hosts::show, hosts::revoke, flows::query, tokens::create, tokens::list, tokens::revoke),
+    paths(super::health, hosts::list, hosts::show, hosts::revoke, hosts::labels, flows::query,
+        tokens::create, tokens::list, tokens::revoke, policies::apply, policies::list,
+        policies::show, policies::diff, policies::publish, alerts::list, alerts::snooze,
+        alerts::mute, alerts::unmute),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken)
 )]

@@ -72,6 +72,7 @@ async fn api() -> Api {
             live: Arc::new(Live::default()),
             metrics: Arc::new(Metrics::new()),
             metrics_need_token: false,
+            policy: crate::policy::state::PolicyState::new(),
         },
         async {
             let _ = stopped.await;

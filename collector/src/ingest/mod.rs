@@ -29,7 +29,7 @@ use crate::{
     store::{Store, StoreError, Stored},
 };
 
-pub use writer::Writer;
+pub use writer::{Writer, WriterCompliance};
 
 /// Why an agent's connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +80,13 @@ pub struct Ingest {
     pub live: Arc<Live>,
     /// Validity of agent certificates issued at enrollment, in days.
     pub agent_cert_days: i64,
+    /// Verdicts and alerts for every stored record.
+    pub compliance: WriterCompliance,
 }
 
 impl Ingest {
-    /// Ingest into `store` for agents of `ca`, with fresh metrics and a year's certificates.
+    /// Ingest into `store` for agents of `ca`, with fresh metrics, a year's certificates,
+    /// and no policy published yet.
     pub fn new(store: SharedStore, ca: Arc<Ca>) -> Self {
         Self {
             store,
@@ -91,6 +94,11 @@ impl Ingest {
             metrics: Arc::new(Metrics::new()),
             live: Arc::new(Live::default()),
             agent_cert_days: 365,
+            compliance: WriterCompliance {
+                policy: crate::policy::state::PolicyState::new(),
+                alerts: Default::default(),
+                outbox: Default::default(),
+            },
         }
     }
 }
@@ -133,7 +141,7 @@ pub fn agent_id(der: &[u8]) -> Result<String, IngestError> {
 /// Accepts agents until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
     // Flow batches of all connections go through one group-committing writer.
-    let writer = match Writer::spawn(ingest.store.clone()) {
+    let writer = match Writer::spawn(ingest.store.clone(), ingest.compliance.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the store writer; not accepting agents");
@@ -255,6 +263,8 @@ async fn handle(
                 let id = agent.clone();
                 with_store(store, move |s| s.store_inventory(&id, &body, now_ns())).await?;
                 metrics.inventories_stored.inc();
+                // Addresses may have changed: the policy maps them to hosts.
+                ingest.compliance.policy.mark_dirty();
             }
             Message::CommandResult(r) => {
                 tracing::info!(agent = %agent, id = r.id, ok = r.ok, message = %r.message, "command result");

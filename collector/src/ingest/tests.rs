@@ -26,16 +26,10 @@ fn lab() -> Lab {
         quinn::Endpoint::server(cfg, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("endpoint");
     let store: SharedStore = Arc::new(Mutex::new(Store::in_memory().expect("store")));
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn(serve(
-        endpoint.clone(),
-        Ingest {
-            store: store.clone(),
-            ca: ca.clone(),
-            metrics: metrics.clone(),
-            live: Arc::new(Live::default()),
-            agent_cert_days: 1,
-        },
-    ));
+    let mut ingest = Ingest::new(store.clone(), ca.clone());
+    ingest.metrics = metrics.clone();
+    ingest.agent_cert_days = 1;
+    tokio::spawn(serve(endpoint.clone(), ingest));
     Lab {
         ca,
         endpoint,

@@ -21,8 +21,15 @@ use std::thread;
 use cordon_wire::FlowBatch;
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::Arc;
+
 use super::{IngestError, SharedStore};
-use crate::store::Stored;
+use crate::{
+    alerts::AlertSettings,
+    outputs::Wake,
+    policy::state::{Judge, PolicyState},
+    store::{Compliance, Stored},
+};
 
 /// Batches waiting for the writer, at most.
 const QUEUE_BATCHES: usize = 256;
@@ -45,13 +52,22 @@ pub struct Writer {
     queue: mpsc::Sender<Job>,
 }
 
+/// What the writer needs to give records their compliance verdicts and raise alerts.
+#[derive(Clone)]
+pub struct WriterCompliance {
+    pub policy: Arc<PolicyState>,
+    pub alerts: AlertSettings,
+    /// Woken after a commit that queued alerts for the outputs.
+    pub outbox: Arc<Wake>,
+}
+
 impl Writer {
     /// Starts the writer thread; it ends when the last handle is dropped.
-    pub fn spawn(store: SharedStore) -> std::io::Result<Self> {
+    pub fn spawn(store: SharedStore, compliance: WriterCompliance) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_BATCHES);
         thread::Builder::new()
             .name("cordon-writer".into())
-            .spawn(move || run(&store, jobs))?;
+            .spawn(move || run(&store, jobs, compliance))?;
         Ok(Self { queue })
     }
 
@@ -68,7 +84,8 @@ impl Writer {
     }
 }
 
-fn run(store: &SharedStore, mut jobs: mpsc::Receiver<Job>) {
+fn run(store: &SharedStore, mut jobs: mpsc::Receiver<Job>, c: WriterCompliance) {
+    let mut judge = Judge::new(c.policy.clone());
     match store.lock() {
         Ok(mut s) => {
             if let Err(e) = s.set_cache_kib(CACHE_KIB) {
@@ -91,10 +108,33 @@ fn run(store: &SharedStore, mut jobs: mpsc::Receiver<Job>) {
         }
         let items: Vec<(&str, &FlowBatch)> =
             group.iter().map(|j| (j.agent.as_str(), &j.batch)).collect();
+        let mut raised = 0;
         let stored = match store.lock() {
-            Ok(mut s) => s.store_batches(&items).map_err(|e| e.to_string()),
+            Ok(mut s) => {
+                if c.policy.is_dirty()
+                    && let Err(e) = c.policy.reload(&s)
+                {
+                    tracing::warn!(error = %e, "reloading the policy context failed");
+                }
+                judge.refresh();
+                let mut judge_fn = |agent: &str, r: &cordon_wire::FlowRecord| judge.judge(agent, r);
+                let mut compliance = Compliance {
+                    judge: Some(&mut judge_fn),
+                    settings: &c.alerts,
+                    now_ns: crate::ingest::now_ns(),
+                    raised: 0,
+                };
+                let res = s
+                    .store_batches(&items, &mut compliance)
+                    .map_err(|e| e.to_string());
+                raised = compliance.raised;
+                res
+            }
             Err(_) => Err("store lock poisoned".into()),
         };
+        if raised > 0 && stored.is_ok() {
+            c.outbox.notify();
+        }
         match stored {
             Ok(results) => {
                 for (job, result) in group.into_iter().zip(results) {

@@ -38,3 +38,36 @@ pub trait Sink: Send {
     /// Whether the other side is reachable and accepts us now.
     fn health(&mut self) -> Result<(), SinkError>;
 }
+
+/// Wakes the sinks' threads when the outbox has something new (they also look every few
+/// hundred milliseconds on their own).
+#[derive(Default)]
+pub struct Wake {
+    generation: std::sync::Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        if let Ok(mut g) = self.generation.lock() {
+            *g += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits until a `notify` after the one `seen` last, or `timeout`.
+    pub fn wait(&self, seen: &mut u64, timeout: std::time::Duration) {
+        let Ok(g) = self.generation.lock() else {
+            return;
+        };
+        let g = if *g == *seen {
+            match self.cv.wait_timeout(g, timeout) {
+                Ok((g, _)) => g,
+                Err(_) => return,
+            }
+        } else {
+            g
+        };
+        *seen = *g;
+    }
+}

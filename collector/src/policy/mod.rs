@@ -5,6 +5,7 @@ pub mod compile;
 pub mod diff;
 pub mod document;
 pub mod eval;
+pub mod state;
 
 pub use compile::{Compiled, compile};
 pub use document::{Action, Document, PolicyError, Rank, Severity, parse};

@@ -16,6 +16,8 @@ pub struct FlowFilter {
     pub port: Option<u16>,
     /// Exact executable path.
     pub exe: Option<String>,
+    /// Compliance verdict: permitted, escaped or rejected.
+    pub verdict: Option<String>,
     /// Flows last seen at or after this Unix ns.
     pub since_ns: Option<u64>,
     /// Flows first seen before this Unix ns.
@@ -43,8 +45,14 @@ pub struct FlowRow {
     pub bytes_in: u64,
     pub pid: Option<u32>,
     pub exe: Option<String>,
-    /// forwarded or dropped (as the network saw it; policy verdicts come later).
+    /// forwarded or dropped, as the network saw it.
     pub verdict: String,
+    /// Against the published policy: permitted, escaped (a violation the network let
+    /// through) or rejected (denied and blocked); absent when no policy was published.
+    pub policy_verdict: Option<String>,
+    /// The rule (or catch-all) that decided.
+    pub policy_rule: Option<String>,
+    pub policy_version: Option<i64>,
 }
 
 impl Store {
@@ -52,7 +60,8 @@ impl Store {
         let mut sql = String::from(
             "SELECT h.host_name, f.event, f.first_seen_ns, f.last_seen_ns, f.proto, f.direction,
                     f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.bytes_out,
-                    f.bytes_in, f.pid, f.exe, f.verdict
+                    f.bytes_in, f.pid, f.exe, f.verdict, f.policy_verdict, f.policy_rule,
+                    f.policy_version
              FROM flows f JOIN hosts h ON h.id = f.host_id WHERE 1 = 1",
         );
         let mut args: Vec<Value> = Vec::new();
@@ -77,6 +86,9 @@ impl Store {
         }
         if let Some(exe) = &f.exe {
             add(" AND f.exe = ?", vec![exe.clone().into()]);
+        }
+        if let Some(v) = &f.verdict {
+            add(" AND f.policy_verdict = ?", vec![v.clone().into()]);
         }
         if let Some(t) = f.since_ns {
             add(" AND f.last_seen_ns >= ?", vec![super::ns(t).into()]);
@@ -109,6 +121,9 @@ impl Store {
                 pid: r.get(12)?,
                 exe: r.get(13)?,
                 verdict: r.get(14)?,
+                policy_verdict: r.get(15)?,
+                policy_rule: r.get(16)?,
+                policy_version: r.get(17)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -4,8 +4,10 @@
 //! number, with `synchronous = FULL`, so when [`Store::store_batch`] returns the batch is on
 //! disk and may be acknowledged. A batch whose sequence number is not above the stored one
 //! is a resend (the agent did not see the ack) and is acknowledged without storing twice.
+mod alerts;
 mod flows;
 mod hosts;
+mod policies;
 mod tokens;
 
 use std::path::Path;
@@ -13,11 +15,13 @@ use std::path::Path;
 use cordon_wire::{Direction, FlowBatch, FlowEvent, Proto, Verdict};
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use alerts::{AlertFilter, AlertRow};
 pub use flows::{FlowFilter, FlowRow, MAX_LIMIT as MAX_FLOW_LIMIT};
 pub use hosts::HostRow;
+pub use policies::{PolicyRow, PublishRefusal};
 pub use tokens::{Scope, TokenInfo, TokenRefusal};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +49,43 @@ pub struct Conversation {
     pub exe: String,
     /// Flows started on this edge.
     pub flows: u64,
+}
+
+/// The compliance verdict of one flow record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged {
+    /// permitted, escaped or rejected.
+    pub verdict: &'static str,
+    pub rule: String,
+    pub version: i64,
+    pub severity: crate::policy::Severity,
+}
+
+/// Record-judging function: `(agent id, record)` → verdict, `None` when no policy applies.
+pub type JudgeFn<'a> = dyn FnMut(&str, &cordon_wire::FlowRecord) -> Option<Judged> + 'a;
+
+/// How `store_batches` judges records and raises alerts.
+pub struct Compliance<'a> {
+    pub judge: Option<&'a mut JudgeFn<'a>>,
+    pub settings: &'a crate::alerts::AlertSettings,
+    pub now_ns: u64,
+    /// Alert occurrences raised (out).
+    pub raised: u64,
+}
+
+static NO_SETTINGS: std::sync::LazyLock<crate::alerts::AlertSettings> =
+    std::sync::LazyLock::new(Default::default);
+
+impl Compliance<'_> {
+    /// No policy: verdicts stay empty.
+    pub fn none() -> Compliance<'static> {
+        Compliance {
+            judge: None,
+            settings: &NO_SETTINGS,
+            now_ns: 0,
+            raised: 0,
+        }
+    }
 }
 
 /// What `store_batch` did.
@@ -118,9 +159,10 @@ impl Store {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 2] = [
+        let steps: [(i64, &str); 3] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
+            (3, include_str!("schema_v3.sql")),
         ];
         for (to, sql) in steps {
             if version < to {
@@ -159,10 +201,10 @@ impl Store {
         Ok((id, u64::try_from(seq).unwrap_or(0)))
     }
 
-    /// Stores a batch durably (see the module docs).
+    /// Stores a batch durably (see the module docs), without compliance verdicts.
     pub fn store_batch(&mut self, agent_id: &str, batch: &FlowBatch) -> Result<Stored, StoreError> {
         let tx = self.conn.transaction()?;
-        let stored = Self::insert_batch(&tx, agent_id, batch)?;
+        let stored = Self::insert_batch(&tx, agent_id, batch, &mut Compliance::none())?;
         tx.commit()?;
         Ok(stored)
     }
@@ -174,11 +216,12 @@ impl Store {
     pub fn store_batches(
         &mut self,
         batches: &[(&str, &FlowBatch)],
+        compliance: &mut Compliance<'_>,
     ) -> Result<Vec<Result<Stored, StoreError>>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(batches.len());
         for (agent_id, batch) in batches {
-            match Self::insert_batch(&tx, agent_id, batch) {
+            match Self::insert_batch(&tx, agent_id, batch, compliance) {
                 Ok(stored) => out.push(Ok(stored)),
                 Err(e @ StoreError::UnknownAgent(_)) => out.push(Err(e)),
                 // Dropping the transaction rolls the group back.
@@ -204,12 +247,13 @@ impl Store {
         tx: &Connection,
         agent_id: &str,
         batch: &FlowBatch,
+        compliance: &mut Compliance<'_>,
     ) -> Result<Stored, StoreError> {
-        let (host_id, last_seq): (i64, i64) = tx
+        let (host_id, last_seq, host_name): (i64, i64, String) = tx
             .query_row(
-                "SELECT id, last_seq FROM hosts WHERE agent_id = ?1",
+                "SELECT id, last_seq, host_name FROM hosts WHERE agent_id = ?1",
                 [agent_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?
             .ok_or_else(|| StoreError::UnknownAgent(agent_id.to_string()))?;
@@ -221,9 +265,10 @@ impl Store {
                 "INSERT INTO flows (host_id, event, first_seen_ns, last_seen_ns, proto, direction,
                     local_ip, local_port, remote_ip, remote_port, bytes_out, bytes_in,
                     packets_out, packets_in, closed, verdict, pid, uid, user_name, comm, exe,
-                    cmdline, cgroup, unattributed_reason)
+                    cmdline, cgroup, unattributed_reason, policy_verdict, policy_rule,
+                    policy_version)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
             )?;
             let mut edge = tx.prepare_cached(
                 "INSERT INTO conversations (host_id, direction, proto, remote_ip, port, exe, flows,
@@ -234,6 +279,7 @@ impl Store {
             )?;
             for r in &batch.records {
                 let p = r.process.as_ref();
+                let judged = compliance.judge.as_mut().and_then(|j| j(agent_id, r));
                 insert.execute(params![
                     host_id,
                     event_name(r.event),
@@ -259,7 +305,29 @@ impl Store {
                     p.and_then(|p| p.cmdline.as_deref()),
                     p.and_then(|p| p.cgroup.as_deref()),
                     r.unattributed_reason.as_deref(),
+                    judged.as_ref().map(|j| j.verdict),
+                    judged.as_ref().map(|j| j.rule.as_str()),
+                    judged.as_ref().map(|j| j.version),
                 ])?;
+                // One alert occurrence per violating flow: counted at its start.
+                if let Some(j) = judged.as_ref().filter(|j| j.verdict != "permitted")
+                    && r.event == FlowEvent::Start
+                {
+                    {
+                        let v = crate::alerts::Violation {
+                            agent_id,
+                            host_name: &host_name,
+                            record: r,
+                            rule: &j.rule,
+                            action: "deny",
+                            policy_version: j.version,
+                            severity: j.severity,
+                            verdict: j.verdict,
+                        };
+                        alerts::raise(tx, host_id, &v, compliance.settings, compliance.now_ns)?;
+                        compliance.raised += 1;
+                    }
+                }
                 if r.event == FlowEvent::Start {
                     let port = match r.direction {
                         Direction::Outbound => r.remote.port(),

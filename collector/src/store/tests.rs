@@ -86,13 +86,16 @@ fn a_group_commit_stores_each_batch_once_and_fails_only_the_bad_one() {
         vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0 + 1); 3],
     );
     let results = s
-        .store_batches(&[
-            ("h1-agent", &one),
-            ("nobody", &one),
-            ("h1-agent", &one), // a resend within the same group
-            ("h2-agent", &one),
-            ("h1-agent", &two),
-        ])
+        .store_batches(
+            &[
+                ("h1-agent", &one),
+                ("nobody", &one),
+                ("h1-agent", &one), // a resend within the same group
+                ("h2-agent", &one),
+                ("h1-agent", &two),
+            ],
+            &mut Compliance::none(),
+        )
         .expect("commit");
     assert!(matches!(results[0], Ok(Stored::New { records: 1 })));
     assert!(matches!(results[1], Err(StoreError::UnknownAgent(_))));

@@ -130,6 +130,7 @@ pub fn flows(c: &Client, a: &FlowArgs) -> anyhow::Result<()> {
         ("exe", a.exe.clone()),
         ("since", a.since.clone()),
         ("until", a.until.clone()),
+        ("verdict", a.verdict.clone()),
     ];
     q.extend(opts.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     let flows = c.get("/api/v1/flows", &q)?;
@@ -260,5 +261,184 @@ pub fn token_list(c: &Client, json: bool) -> anyhow::Result<()> {
 pub fn token_revoke(c: &Client, id: i64) -> anyhow::Result<()> {
     c.post(&format!("/api/v1/tokens/{id}/revoke"), &json!({}))?;
     println!("token {id} revoked");
+    Ok(())
+}
+
+pub fn label(c: &Client, host: &str, labels: &[String], remove: &[String]) -> anyhow::Result<()> {
+    let mut set = serde_json::Map::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("`{l}`: labels are key=value"))?;
+        set.insert(k.to_string(), json!(v));
+    }
+    let now = c.post(
+        &format!("/api/v1/hosts/{host}/labels"),
+        &json!({"set": set, "remove": remove}),
+    )?;
+    let text: Vec<String> = now
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", s(v)))
+        .collect();
+    println!(
+        "{host}: {}",
+        if text.is_empty() {
+            "no labels".to_string()
+        } else {
+            text.join(" ")
+        }
+    );
+    Ok(())
+}
+
+pub fn policy_apply(c: &Client, file: &std::path::Path) -> anyhow::Result<()> {
+    let yaml = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    let r = c
+        .post("/api/v1/policies", &json!({"yaml": yaml}))
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    println!(
+        "policy `{}` applied as draft version {} (publish it with: cordon policy publish {})",
+        s(&r["name"]),
+        s(&r["version"]),
+        s(&r["version"])
+    );
+    Ok(())
+}
+
+pub fn policy_publish(c: &Client, version: i64) -> anyhow::Result<()> {
+    c.post(&format!("/api/v1/policies/{version}/publish"), &json!({}))?;
+    println!("policy version {version} published");
+    Ok(())
+}
+
+pub fn policy_show(c: &Client, version: &str) -> anyhow::Result<()> {
+    let p = c.get(&format!("/api/v1/policies/{version}"), &[])?;
+    eprintln!(
+        "# version {} `{}` ({}), applied {} by {}",
+        s(&p["version"]),
+        s(&p["name"]),
+        s(&p["state"]),
+        table::time(p["created_ns"].as_u64()),
+        s(&p["created_by"])
+    );
+    print!("{}", p["body"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub fn policy_list(c: &Client, json: bool) -> anyhow::Result<()> {
+    let list = c.get("/api/v1/policies", &[])?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                s(&p["version"]),
+                s(&p["name"]),
+                s(&p["state"]),
+                table::time(p["created_ns"].as_u64()),
+                s(&p["created_by"]),
+                table::time(p["published_ns"].as_u64()),
+                s(&p["published_by"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "VERSION",
+            "NAME",
+            "STATE",
+            "APPLIED",
+            "BY",
+            "PUBLISHED",
+            "BY",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn policy_diff(c: &Client, from: &str, to: &str) -> anyhow::Result<()> {
+    let d = c.get(
+        "/api/v1/policies/diff",
+        &[("from", from.to_string()), ("to", to.to_string())],
+    )?;
+    let changes: Vec<&str> = d["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    if changes.is_empty() {
+        println!("no differences");
+    }
+    for l in changes {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+pub fn alerts(
+    c: &Client,
+    host: Option<String>,
+    severity: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut q = vec![("limit", limit.to_string())];
+    q.extend(
+        [("host", host), ("severity", severity), ("since", since)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v))),
+    );
+    let list = c.get("/api/v1/alerts", &q)?;
+    if json {
+        for a in list.as_array().into_iter().flatten() {
+            println!("{a}");
+        }
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let state = if a["muted"] == true {
+                "muted".to_string()
+            } else if a["snoozed_until_ns"].as_u64().unwrap_or(0) > 0 {
+                format!(
+                    "snoozed until {}",
+                    table::time(a["snoozed_until_ns"].as_u64())
+                )
+            } else {
+                "active".to_string()
+            };
+            vec![
+                table::time(a["last_ns"].as_u64()),
+                s(&a["severity"]),
+                s(&a["count"]),
+                s(&a["key_id"]),
+                state,
+                s(&a["alert"]["alert_text"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &["LAST SEEN", "SEVERITY", "COUNT", "KEY", "STATE", "ALERT"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn alert_action(c: &Client, key: &str, action: &str, body: Value) -> anyhow::Result<()> {
+    c.post(&format!("/api/v1/alerts/{key}/{action}"), &body)?;
+    println!("alert {key}: {action} done");
     Ok(())
 }

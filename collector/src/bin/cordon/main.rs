@@ -6,6 +6,7 @@ mod table;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -36,10 +37,36 @@ struct Cli {
 enum Command {
     /// The collector's health (needs no token).
     Health,
-    /// Hosts that have connected, or one host with its inventory.
+    /// Hosts that have connected, or one host with its inventory; `hosts label` sets labels.
+    #[command(args_conflicts_with_subcommands = true)]
     Hosts {
+        #[command(subcommand)]
+        command: Option<HostsCommand>,
         /// One host (agent id or host name) in detail.
         id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy versions: apply a file as a draft, publish, show, list, diff.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Compliance alerts (most recent first); snooze, mute, unmute.
+    #[command(args_conflicts_with_subcommands = true)]
+    Alerts {
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
+        #[arg(long)]
+        host: Option<String>,
+        /// At least this severity (LOW … IMMEDIATE_ACTION).
+        #[arg(long)]
+        severity: Option<String>,
+        /// RFC 3339 time, or a duration before now (15m, 2h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -54,6 +81,52 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// Set labels (key=value) or remove them (--remove key) on a host.
+    Label {
+        host: String,
+        /// key=value pairs.
+        labels: Vec<String>,
+        #[arg(long)]
+        remove: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file and store it as a new draft version.
+    Apply { file: PathBuf },
+    /// Publish a draft version: every flow is judged against it from now on.
+    Publish { version: i64 },
+    /// Print a version's YAML (default: the published one).
+    Show { version: Option<String> },
+    /// Every version.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed from version A to version B (numbers or `published`).
+    Diff { from: String, to: String },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Keep counting but do not publish, for a while (`--for 0s` ends it).
+    Snooze {
+        key: String,
+        #[arg(long = "for")]
+        duration: String,
+    },
+    /// Keep counting but never publish.
+    Mute {
+        key: String,
+    },
+    Unmute {
+        key: String,
     },
 }
 
@@ -77,6 +150,9 @@ pub struct FlowArgs {
     until: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// Compliance verdict: permitted, escaped, rejected.
+    #[arg(long)]
+    verdict: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -118,8 +194,49 @@ fn main() -> ExitCode {
         client::Client::new(&cli.api, cli.token.clone(), cli.token_file.as_deref()).and_then(|c| {
             match cli.command {
                 Command::Health => commands::health(&c),
-                Command::Hosts { id: None, json } => commands::hosts(&c, json),
-                Command::Hosts { id: Some(id), json } => commands::host(&c, &id, json),
+                Command::Hosts {
+                    command:
+                        Some(HostsCommand::Label {
+                            host,
+                            labels,
+                            remove,
+                        }),
+                    ..
+                } => commands::label(&c, &host, &labels, &remove),
+                Command::Hosts { id: None, json, .. } => commands::hosts(&c, json),
+                Command::Hosts {
+                    id: Some(id), json, ..
+                } => commands::host(&c, &id, json),
+                Command::Policy { command } => match command {
+                    PolicyCommand::Apply { file } => commands::policy_apply(&c, &file),
+                    PolicyCommand::Publish { version } => commands::policy_publish(&c, version),
+                    PolicyCommand::Show { version } => {
+                        commands::policy_show(&c, version.as_deref().unwrap_or("published"))
+                    }
+                    PolicyCommand::List { json } => commands::policy_list(&c, json),
+                    PolicyCommand::Diff { from, to } => commands::policy_diff(&c, &from, &to),
+                },
+                Command::Alerts {
+                    command: Some(cmd), ..
+                } => match cmd {
+                    AlertsCommand::Snooze { key, duration } => {
+                        commands::alert_action(&c, &key, "snooze", json!({"for": duration}))
+                    }
+                    AlertsCommand::Mute { key } => {
+                        commands::alert_action(&c, &key, "mute", json!({}))
+                    }
+                    AlertsCommand::Unmute { key } => {
+                        commands::alert_action(&c, &key, "unmute", json!({}))
+                    }
+                },
+                Command::Alerts {
+                    command: None,
+                    host,
+                    severity,
+                    since,
+                    limit,
+                    json,
+                } => commands::alerts(&c, host, severity, since, limit, json),
                 Command::Revoke { id } => commands::revoke(&c, &id),
                 Command::Flows(args) => commands::flows(&c, &args),
                 Command::Token { command } => match command {
