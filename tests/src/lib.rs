@@ -18,6 +18,7 @@ use std::{
 
 pub mod agent;
 pub mod fleet;
+pub mod hec_standin;
 
 pub use agent::Agent;
 
