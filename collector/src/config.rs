@@ -22,6 +22,7 @@ pub struct CollectorConfig {
     pub agent_cert_days: i64,
     pub api: ApiConfig,
     pub alerts: crate::alerts::AlertSettings,
+    pub outputs: crate::outputs::OutputsConfig,
 }
 
 /// `[api]`: the REST API (`/api/v1/...`, `/metrics`).
@@ -57,6 +58,7 @@ impl Default for CollectorConfig {
             agent_cert_days: 365,
             api: ApiConfig::default(),
             alerts: Default::default(),
+            outputs: Default::default(),
         }
     }
 }
@@ -94,6 +96,10 @@ impl CollectorConfig {
                 "the API speaks plain HTTP: use a loopback address, or set \
                  api.allow_remote_plaintext = true behind a TLS proxy",
             ));
+        }
+        if let Some(hec) = &cfg.outputs.hec {
+            hec.validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
         if !cfg.data_dir.is_absolute() {
             return Err(bad("data_dir", "must be an absolute path"));

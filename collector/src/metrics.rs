@@ -15,8 +15,21 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: &'static str,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    /// Alert envelopes each output accepted.
+    pub sink_delivered: Family<SinkLabel, Counter>,
+    /// Failed deliveries that will be retried.
+    pub sink_failures: Family<SinkLabel, Counter>,
+    /// Envelopes an output refused for good.
+    pub sink_dead_lettered: Family<SinkLabel, Counter>,
+    /// 1 after a successful delivery, 0 after a failed one.
+    pub sink_up: Family<SinkLabel, Gauge>,
     pub agents_connected: Gauge,
     /// Agent connections closed by the collector, by reason.
     pub connections_refused: Family<Reason, Counter>,
@@ -80,6 +93,26 @@ impl Metrics {
             "api_requests",
             "API requests, by outcome (ok, client_error, unauthorized, server_error)",
             m.api_requests.clone(),
+        );
+        r.register(
+            "output_delivered",
+            "Alert envelopes each output accepted",
+            m.sink_delivered.clone(),
+        );
+        r.register(
+            "output_failures",
+            "Failed output deliveries (retried)",
+            m.sink_failures.clone(),
+        );
+        r.register(
+            "output_dead_lettered",
+            "Alert envelopes an output refused for good",
+            m.sink_dead_lettered.clone(),
+        );
+        r.register(
+            "output_up",
+            "1 if the output's last delivery succeeded",
+            m.sink_up.clone(),
         );
         Self { registry: r, ..m }
     }

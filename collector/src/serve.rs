@@ -12,7 +12,7 @@ use crate::{
     config::CollectorConfig,
     ingest::{self, Ingest, Live, WriterCompliance},
     metrics::Metrics,
-    outputs::Wake,
+    outputs::{Sink, Wake, dispatch::Dispatcher, hec::HecSink},
     pki,
     policy::state::PolicyState,
     store::Store,
@@ -43,6 +43,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("api.listen {} (tcp)", cfg.api.listen))?;
     let metrics = Arc::new(Metrics::new());
+    let metrics_for_outputs = metrics.clone();
     let live = Arc::new(Live::default());
     let policy = PolicyState::new();
     match store.lock() {
@@ -88,6 +89,14 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             let _ = api_stopped.await;
         },
     ));
+    let stop_outputs = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outputs = start_outputs(
+        &cfg,
+        open()?,
+        &compliance,
+        &metrics_for_outputs,
+        &stop_outputs,
+    )?;
     let retention = tokio::spawn(retention(store, cfg.retention_hours));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -101,7 +110,41 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     retention.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     endpoint.wait_idle().await;
+    stop_outputs.store(true, std::sync::atomic::Ordering::Relaxed);
+    compliance.outbox.notify();
+    for t in outputs {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     Ok(())
+}
+
+/// One dispatcher thread per configured output.
+fn start_outputs(
+    cfg: &CollectorConfig,
+    store: Arc<Mutex<Store>>,
+    compliance: &WriterCompliance,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(hec) = &cfg.outputs.hec {
+        sinks.push(Box::new(HecSink::new(hec.clone()).context("outputs.hec")?));
+    }
+    let dispatcher = Dispatcher {
+        store,
+        wake: compliance.outbox.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+        all_sinks: sinks.iter().map(|s| s.name()).collect(),
+    };
+    let mut threads = Vec::new();
+    for s in sinks {
+        threads.push(dispatcher.spawn(s)?);
+    }
+    if threads.is_empty() {
+        tracing::info!("no outputs configured: alerts are kept in the store only");
+    }
+    Ok(threads)
 }
 
 async fn retention(store: ingest::SharedStore, hours: u64) {

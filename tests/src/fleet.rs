@@ -127,7 +127,12 @@ impl Fleet {
 
     /// Runs `cmd` in namespace `ns` to completion.
     pub fn run(&self, ns: &str, cmd: &[&str]) -> Output {
-        ns_command(ns, None, cmd)
+        self.run_in(ns, None, cmd)
+    }
+
+    /// Runs `cmd` in namespace `ns`, inside `cgroup` if given, to completion.
+    pub fn run_in(&self, ns: &str, cgroup: Option<&Path>, cmd: &[&str]) -> Output {
+        ns_command(ns, cgroup, cmd)
             .stdin(Stdio::null())
             .output()
             .expect("running a lab command")

@@ -17,6 +17,7 @@ use std::{
 };
 
 pub mod agent;
+pub mod cluster;
 pub mod fleet;
 pub mod hec_standin;
 

@@ -9,101 +9,22 @@ use std::{
     fs,
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    process::Output,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use cordon_collector::pki::Ca;
 use cordon_tests::{
-    agent::{agent_bin, cli_bin, collector_bin},
-    fleet::{COLLECTOR_IP, Fleet, FleetHost},
-    in_netns, interrupt, servers_py, wait_for, workspace,
+    agent::{agent_bin, cli_bin},
+    cluster::{AGENT_PORT, Cluster, ok, stop_agent},
+    fleet::{COLLECTOR_IP, Fleet},
+    in_netns, interrupt, servers_py, wait_for,
 };
 use cordon_wire::{
     Hello, Message,
     transport::{client_config, read_message, write_message},
 };
 use serde_json::Value;
-
-const AGENT_PORT: u16 = 7443;
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Setup<'a> {
-    fleet: &'a Fleet,
-    dir: PathBuf,
-    collector_cfg: String,
-    admin_token: String,
-}
-
-impl Setup<'_> {
-    fn start_collector(&self, run: u32) -> (u32, PathBuf) {
-        let log = self.dir.join(format!("collector-{run}.err"));
-        let pid = self.fleet.spawn(
-            &self.fleet.collector_ns,
-            None,
-            &[&collector_bin(), "run", "--config", &self.collector_cfg],
-            &log,
-        );
-        wait_for(&log, "collector listening", Duration::from_secs(20));
-        (pid, log)
-    }
-
-    /// `cordon ARGS --json` in the collector's namespace, parsed.
-    fn cordon(&self, args: &[&str]) -> Value {
-        let mut cmd = vec![cli_bin(), "--token-file".into(), self.admin_token.clone()];
-        cmd.extend(args.iter().map(|a| a.to_string()));
-        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        let out = ok(
-            self.fleet.run(&self.fleet.collector_ns, &cmd),
-            &format!("cordon {args:?}"),
-        );
-        if args.contains(&"--json") && args[0] == "flows" {
-            // One record per line.
-            Value::Array(
-                out.lines()
-                    .map(|l| serde_json::from_str(l).expect("flow JSON"))
-                    .collect(),
-            )
-        } else if args.contains(&"--json") {
-            serde_json::from_str(&out).expect("JSON")
-        } else {
-            Value::String(out)
-        }
-    }
-
-    fn agent_dir(&self, h: &FleetHost) -> PathBuf {
-        self.dir.join(&h.name)
-    }
-
-    fn agent_cfg(&self, h: &FleetHost) -> String {
-        self.agent_dir(h)
-            .join("agent.toml")
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn start_agent(&self, h: &FleetHost, run: u32) -> (u32, PathBuf) {
-        let log = self.dir.join(format!("agent-{}-{run}.err", h.name));
-        let pid = self.fleet.spawn(
-            &h.ns,
-            None,
-            &[&agent_bin(), "run", "--config", &self.agent_cfg(h)],
-            &log,
-        );
-        wait_for(&log, "connected to the collector", Duration::from_secs(30));
-        (pid, log)
-    }
-}
 
 /// Records one agent run handed to its uplink: `records - output_dropped` from the
 /// statistics it logs when it stops.
@@ -122,110 +43,18 @@ fn records_of_run(log: &Path) -> u64 {
     records
 }
 
-/// Stops an agent; `drained`: it must have had every batch acknowledged (otherwise its
-/// spool keeps them for the next run).
-fn stop_agent(pid: u32, log: &Path, drained: bool) {
-    interrupt(pid);
-    wait_for(log, "uplink stopped", Duration::from_secs(30));
-    let text = fs::read_to_string(log).expect("log");
-    assert!(
-        !drained || text.contains("pending=0"),
-        "batches left unacknowledged:\n{text}"
-    );
-}
-
 #[test]
 fn two_hosts_stream_exactly_once_through_a_collector_crash_and_an_agent_restart() {
-    let fleet = Fleet::new(2);
-    let dir = workspace()
-        .join("target/lab-logs")
-        .join(format!("fleet-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("dir");
-    let data = dir.join("collector");
-    let collector_cfg = dir.join("collector.toml");
-    fs::write(
-        &collector_cfg,
-        format!(
-            "listen = \"{COLLECTOR_IP}:{AGENT_PORT}\"\ndata_dir = \"{}\"\n\
-             server_names = [\"{COLLECTOR_IP}\"]\n[api]\nlisten = \"127.0.0.1:7480\"\n",
-            data.display()
-        ),
-    )
-    .expect("collector config");
-    let setup = Setup {
-        fleet: &fleet,
-        dir: dir.clone(),
-        collector_cfg: collector_cfg.to_string_lossy().into_owned(),
-        admin_token: dir.join("admin.token").to_string_lossy().into_owned(),
-    };
-    let (mut collector, log) = setup.start_collector(1);
-    let text = fs::read_to_string(&log).expect("log");
-    let fingerprint = text
-        .split("ca_fingerprint=")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .expect("the collector logs its CA fingerprint")
-        .to_string();
-
-    // The first admin token is made on the collector host; a join token through the API.
-    let admin = ok(
-        fleet.run(
-            &fleet.collector_ns,
-            &[
-                &collector_bin(),
-                "token",
-                "create",
-                "--config",
-                &setup.collector_cfg,
-                "--name",
-                "fleet test",
-            ],
-        ),
-        "token create",
-    );
-    fs::write(&setup.admin_token, admin.trim()).expect("admin token");
-    let join = setup.cordon(&["token", "create", "--enroll", "--uses", "2", "--json"]);
-    let join_file = dir.join("join.token");
-    fs::write(&join_file, join["token"].as_str().expect("secret")).expect("join token");
+    let setup = Cluster::start("fleet", 2, "");
+    let (fleet, dir, data) = (&setup.fleet, setup.dir.clone(), setup.data.clone());
+    let mut collector = setup.collector_pid;
+    let join_file = setup.enroll_all();
+    let fingerprint = setup.fingerprint.clone();
 
     // Each host enrolls over the network and starts its agent.
     let py = servers_py();
     let mut runs: Vec<(String, u32, PathBuf)> = Vec::new();
     for h in &fleet.hosts {
-        let d = setup.agent_dir(h);
-        fs::create_dir_all(&d).expect("agent dir");
-        fs::write(
-            setup.agent_cfg(h),
-            format!(
-                "host_name = \"{name}\"\n[capture]\ncgroup_path = \"{cg}\"\npoll_interval_ms = 200\n\
-                 close_linger_ms = 200\nidle_timeout_ms = 2000\n[uplink]\n\
-                 collectors = [\"{COLLECTOR_IP}:{AGENT_PORT}\"]\nca_file = \"{d}/ca.pem\"\n\
-                 cert_file = \"{d}/agent.pem\"\nkey_file = \"{d}/agent.key\"\n\
-                 spool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n",
-                name = h.name,
-                cg = h.cgroup.display(),
-                d = d.display()
-            ),
-        )
-        .expect("agent config");
-        let out = ok(
-            fleet.run(
-                &h.ns,
-                &[
-                    &agent_bin(),
-                    "enroll",
-                    "--config",
-                    &setup.agent_cfg(h),
-                    "--token-file",
-                    &join_file.to_string_lossy(),
-                    "--ca-fingerprint",
-                    &fingerprint,
-                ],
-            ),
-            "enroll",
-        );
-        assert!(out.contains(&format!("enrolled as {}", h.name)), "{out}");
         let (pid, log) = setup.start_agent(h, 1);
         runs.push((h.name.clone(), pid, log));
         fleet.start_server(
@@ -393,7 +222,7 @@ fn two_hosts_stream_exactly_once_through_a_collector_crash_and_an_agent_restart(
     let foreign = (stranger.sign_agent(&request, "h9", 1).expect("sign"), key);
     let ca_pem = fs::read_to_string(data.join("pki/ca.pem")).expect("ca.pem");
     assert!(
-        hello_over_quic(&fleet, &ca_pem, &foreign).is_err(),
+        hello_over_quic(fleet, &ca_pem, &foreign).is_err(),
         "a certificate from another CA got in"
     );
 
@@ -439,7 +268,7 @@ fn two_hosts_stream_exactly_once_through_a_collector_crash_and_an_agent_restart(
             let _ = sock.send_to(&junk, (COLLECTOR_IP, AGENT_PORT));
         }
     });
-    oversize_frame(&fleet, &ca_pem, &insider);
+    oversize_frame(fleet, &ca_pem, &insider);
     let health = ok(
         fleet.run(&fleet.collector_ns, &[&cli_bin(), "health"]),
         "health after garbage",

@@ -4,7 +4,15 @@
 //! (the alert outbox), so a sink that is down loses nothing and a restart resends what was
 //! not confirmed (at-least-once; the key lets consumers deduplicate).
 
+pub mod dispatch;
 pub mod hec;
+
+/// `[outputs]` in the collector's config: each output present is enabled.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsConfig {
+    pub hec: Option<hec::HecConfig>,
+}
 
 /// One alert occurrence, ready to publish.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,133 @@
+//! The dispatcher: one thread per sink, reading the alert outbox in order from the sink's
+//! saved position, delivering batches, and saving the new position only once the sink
+//! has accepted them. A retryable failure is retried with exponential backoff (the
+//! outbox keeps everything meanwhile); a permanent one is counted as dead-lettered for
+//! that sink and skipped. At-least-once: after a crash, a batch delivered but not yet
+//! recorded is delivered again (consumers deduplicate by key and alert time).
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{Sink, SinkError, Wake};
+use crate::{
+    metrics::{Metrics, SinkLabel},
+    store::Store,
+};
+
+/// Envelopes per delivery at most.
+const BATCH: usize = 500;
+/// The outbox is looked at this often even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+pub struct Dispatcher {
+    pub store: Arc<Mutex<Store>>,
+    pub wake: Arc<Wake>,
+    pub metrics: Arc<Metrics>,
+    pub stop: Arc<AtomicBool>,
+    /// Every configured sink's name, so delivered entries can be pruned.
+    pub all_sinks: Vec<&'static str>,
+}
+
+impl Dispatcher {
+    /// Starts the thread for `sink`.
+    pub fn spawn(&self, mut sink: Box<dyn Sink>) -> std::io::Result<thread::JoinHandle<()>> {
+        let (store, wake, metrics, stop, all) = (
+            self.store.clone(),
+            self.wake.clone(),
+            self.metrics.clone(),
+            self.stop.clone(),
+            self.all_sinks.clone(),
+        );
+        thread::Builder::new()
+            .name(format!("cordon-out-{}", sink.name()))
+            .spawn(move || run(&mut *sink, &store, &wake, &metrics, &stop, &all))
+    }
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+fn run(
+    sink: &mut dyn Sink,
+    store: &Mutex<Store>,
+    wake: &Wake,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    all: &[&'static str],
+) {
+    let name = sink.name();
+    let label = SinkLabel { sink: name };
+    let mut seen = 0u64;
+    let mut backoff = BACKOFF_MIN;
+    let mut last_prune = Instant::now();
+    tracing::info!(sink = name, "output started");
+    while !stop.load(Ordering::Relaxed) {
+        let batch = match store.lock() {
+            Ok(s) => s
+                .sink_position(name)
+                .and_then(|pos| s.outbox_after(pos, BATCH)),
+            Err(_) => return,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(sink = name, error = %e, "reading the outbox failed");
+                sleep_unless_stopped(BACKOFF_MIN, stop);
+                continue;
+            }
+        };
+        let Some(&(last_id, _)) = batch.last() else {
+            wake.wait(&mut seen, IDLE_POLL);
+            if last_prune.elapsed() > Duration::from_secs(30) {
+                last_prune = Instant::now();
+                if let Ok(mut s) = store.lock() {
+                    let _ = s.prune_outbox(all);
+                }
+            }
+            continue;
+        };
+        let envelopes: Vec<_> = batch.into_iter().map(|(_, e)| e).collect();
+        let n = envelopes.len() as u64;
+        match sink.deliver(&envelopes) {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                metrics.sink_delivered.get_or_create(&label).inc_by(n);
+                metrics.sink_up.get_or_create(&label).set(1);
+                if let Ok(mut s) = store.lock()
+                    && let Err(e) = s.set_sink_position(name, last_id, 0)
+                {
+                    tracing::warn!(sink = name, error = %e, "saving the sink position failed (the batch will be sent again)");
+                }
+            }
+            Err(SinkError::Retryable(e)) => {
+                metrics.sink_failures.get_or_create(&label).inc();
+                metrics.sink_up.get_or_create(&label).set(0);
+                tracing::warn!(sink = name, error = %e, retry_in = ?backoff, pending = n, "output failed; retrying");
+                sleep_unless_stopped(backoff, stop);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(SinkError::Permanent(e)) => {
+                metrics.sink_dead_lettered.get_or_create(&label).inc_by(n);
+                tracing::error!(sink = name, error = %e, dropped = n, "output refused a batch for good; dead-lettered");
+                if let Ok(mut s) = store.lock() {
+                    let _ = s.set_sink_position(name, last_id, n);
+                }
+            }
+        }
+    }
+}

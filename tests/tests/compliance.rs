@@ -1,0 +1,189 @@
+//! Compliance end to end in the fleet lab: labels and a published policy that allows h2 →
+//! h1:8080 only; h2's curl to h1:8080 is permitted on both sides; a curl on h2 to h1:9090
+//! is escaped, and its alert — with that process's exe — arrives at the Splunk HEC
+//! stand-in (running in the collector's namespace, indexer acks on) within seconds.
+use std::time::{Duration, Instant};
+
+use cordon_tests::{
+    cluster::{Cluster, stop_agent},
+    hec_standin::HecStandin,
+    in_netns, servers_py,
+};
+use serde_json::Value;
+
+const POLICY: &str = r#"name: lab
+groups:
+  web:
+    label: {role: web}
+  clients:
+    label: {role: client}
+rules:
+  - name: clients-to-web
+    consumer: clients
+    provider: web
+    ports: [tcp/8080]
+    action: allow
+catch_all:
+  - action: deny
+    severity: HIGH
+"#;
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_escaped_flow_is_alerted_with_its_process_to_splunk_hec() {
+    let mut hec: Option<HecStandin> = None;
+    let c = Cluster::start_with("compliance", 2, |fleet| {
+        let standin = in_netns(&fleet.collector_ns, || {
+            HecStandin::start("hec-test-token", true)
+        });
+        let extra = format!(
+            "[alerts]\nrepublish_secs = 0\nindex = \"cordon\"\n\
+             [outputs.hec]\nurl = \"{}\"\ntoken = \"hec-test-token\"\nuse_ack = true\nack_poll_ms = 50\n",
+            standin.url()
+        );
+        hec = Some(standin);
+        extra
+    });
+    let hec = hec.expect("stand-in");
+    c.enroll_all();
+    let (h1, h2) = (c.fleet.host("h1"), c.fleet.host("h2"));
+    let agents: Vec<_> = [h1, h2].iter().map(|h| c.start_agent(h, 1)).collect();
+    let py = servers_py();
+    for port in ["8080", "9090"] {
+        c.fleet.start_server(
+            &h1.ns,
+            Some(&h1.cgroup),
+            &["python3", &py, "tcp-serve", &h1.ip, port],
+            &c.dir.join(format!("server-{port}.log")),
+        );
+    }
+
+    // Labels, then the policy: applied as a draft, published.
+    c.cordon(&["hosts", "label", "h1", "role=web"]);
+    c.cordon(&["hosts", "label", "h2", "role=client"]);
+    let file = c.dir.join("policy.yaml");
+    std::fs::write(&file, POLICY).expect("policy");
+    let bad = c.dir.join("bad.yaml");
+    std::fs::write(&bad, POLICY.replace("provider: web", "provider: webz")).expect("bad");
+    let out = c.cordon_raw(&["policy", "apply", &bad.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("line 10") && err.contains("rules[0].provider"),
+        "{err}"
+    );
+    let applied = c.cordon(&["policy", "apply", &file.to_string_lossy()]);
+    assert!(
+        applied.as_str().expect("text").contains("draft version 1"),
+        "{applied}"
+    );
+    c.cordon(&["policy", "publish", "1"]);
+
+    // Allowed: h2 → h1:8080, permitted as seen from both hosts.
+    let curl = |port: &str| {
+        c.fleet.run_in(
+            &h2.ns,
+            Some(&h2.cgroup),
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "-o",
+                "/dev/null",
+                &format!("http://{}:{port}/", h1.ip),
+            ],
+        )
+    };
+    assert!(curl("8080").status.success());
+    for host in ["h1", "h2"] {
+        let flows = wait_until("permitted flows", Duration::from_secs(15), || {
+            let f = c.cordon(&[
+                "flows",
+                "--host",
+                host,
+                "--port",
+                "8080",
+                "--verdict",
+                "permitted",
+                "--json",
+            ]);
+            (!f.as_array()?.is_empty()).then_some(f)
+        });
+        assert_eq!(flows[0]["policy_rule"], "clients-to-web", "{flows}");
+    }
+
+    // Violation: curl on h2 to h1:9090. Time from the connect to the alert at HEC.
+    let before = hec.events().len();
+    let start = Instant::now();
+    assert!(curl("9090").status.success());
+    let alert: Value = wait_until("the alert at HEC", Duration::from_secs(10), || {
+        hec.events().into_iter().skip(before).find(|e| {
+            let d = &e["event"]["alert_details_json"];
+            d["flow"]["remote_port"] == 9090 && d["host"]["name"] == "h2"
+        })
+    });
+    let latency = start.elapsed();
+    eprintln!("violation → alert at HEC: {latency:?}");
+    let ev = &alert["event"];
+    assert_eq!(alert["sourcetype"], "cordon:alert");
+    assert_eq!(alert["index"], "cordon");
+    assert_eq!(alert["host"], "h2");
+    assert_eq!(ev["type"], "COMPLIANCE");
+    assert_eq!(ev["severity"], "HIGH");
+    assert_eq!(ev["alert_details_json"]["verdict"], "escaped");
+    assert_eq!(ev["alert_details_json"]["rule"]["name"], "catch-all");
+    assert!(
+        ev["alert_details_json"]["process"]["exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("/curl")),
+        "{ev}"
+    );
+    let key = ev["key_id"].as_str().expect("key").to_string();
+
+    // The same alert through the CLI, and the escaped flow on both sides.
+    let alerts = c.cordon(&["alerts", "--json"]);
+    assert!(
+        alerts
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .any(|a| a["key_id"] == key.as_str()),
+        "{alerts}"
+    );
+    for host in ["h1", "h2"] {
+        let f = c.cordon(&[
+            "flows",
+            "--host",
+            host,
+            "--port",
+            "9090",
+            "--verdict",
+            "escaped",
+            "--json",
+        ]);
+        assert!(!f.as_array().expect("flows").is_empty(), "{host}: {f}");
+    }
+    // Nothing permitted was alerted.
+    assert!(
+        hec.events()
+            .iter()
+            .all(
+                |e| e["event"]["alert_details_json"]["flow"]["remote_port"] != 8080
+                    && e["event"]["alert_details_json"]["flow"]["local_port"] != 8080
+            ),
+        "a permitted flow was alerted"
+    );
+    for (pid, log) in agents {
+        stop_agent(pid, &log, true);
+    }
+}
