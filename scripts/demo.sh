@@ -84,6 +84,36 @@ cordon hosts
 say "cordon flows --port $web   (from the collector's store)"
 cordon flows --port "$web" --limit 12
 
+say "a policy: loopback may reach the web server (tcp/$web) and the collector; nothing else"
+cat >"$tmp/policy.yaml" <<POL
+name: demo
+groups:
+  this-host:
+    cidr: [127.0.0.0/8]
+rules:
+  - name: web
+    consumer: any
+    provider: this-host
+    ports: [tcp/$web]
+    action: allow
+  - name: collector
+    consumer: any
+    provider: this-host
+    ports: [udp/$qport, tcp/$aport]
+    action: allow
+catch_all:
+  - action: deny
+    severity: HIGH
+POL
+cat "$tmp/policy.yaml" | sed 's/^/   /'
+cordon policy apply "$tmp/policy.yaml"
+cordon policy publish 1
+sleep 5
+say "cordon alerts   (the UDP datagrams to port $web break the policy; each alert is deduplicated with a count)"
+cordon alerts --limit 5
+say "cordon flows --verdict escaped"
+cordon flows --verdict escaped --limit 6
+
 end=$(( $(date +%s) + ${DEMO_SECONDS:-1000000} ))
 say "new flows every 5 s (Ctrl-C to stop)"
 while [ "$(date +%s)" -lt "$end" ]; do

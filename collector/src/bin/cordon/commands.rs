@@ -160,6 +160,7 @@ pub fn flows(c: &Client, a: &FlowArgs) -> anyhow::Result<()> {
                 arrow.into(),
                 format!("{}:{}", s(&f["remote_ip"]), s(&f["remote_port"])),
                 format!("{}/{}", s(&f["bytes_out"]), s(&f["bytes_in"])),
+                s(&f["policy_verdict"]),
                 s(&f["pid"]),
                 s(&f["exe"]),
             ]
@@ -175,6 +176,7 @@ pub fn flows(c: &Client, a: &FlowArgs) -> anyhow::Result<()> {
             "",
             "REMOTE",
             "BYTES OUT/IN",
+            "VERDICT",
             "PID",
             "EXE",
         ],
