@@ -1,4 +1,5 @@
-//! Helpers for Cordon's privileged end-to-end tests (root, real kernel).
+//! Helpers for Cordon's privileged end-to-end tests (root, real kernel), and a Kafka
+//! broker for the unprivileged Kafka output tests (`kafka_broker`).
 //!
 //! A `Lab` is two network namespaces joined by a veth pair — the host under test and a
 //! peer — plus a cgroup for the host's processes. Addresses live only inside these
@@ -18,6 +19,7 @@ use std::{
 
 pub mod agent;
 pub mod fleet;
+pub mod kafka_broker;
 
 pub use agent::Agent;
 

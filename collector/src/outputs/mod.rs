@@ -4,6 +4,8 @@
 //! (the alert outbox), so a sink that is down loses nothing and a restart resends what was
 //! not confirmed (at-least-once; the key lets consumers deduplicate).
 
+pub mod kafka;
+
 /// One alert occurrence, ready to publish.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Envelope {
