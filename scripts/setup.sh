@@ -11,8 +11,10 @@ need_root() {
   fi
 }
 
+# cmake, libssl-dev and libcurl4-openssl-dev build the static librdkafka of the Kafka output
+# (rdkafka with cmake-build, ssl and curl).
 APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev nftables iproute2 curl
-  python3 procps socat)
+  python3 procps socat cmake libssl-dev libcurl4-openssl-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -44,5 +46,14 @@ if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked --no-default-features --features llvm-22
 else
   log "bpf-linker present"
+fi
+# tansu: a Kafka-protocol broker for the Kafka output tests (tests/src/kafka_broker.rs), in
+# memory storage only (dynostore: memory:// and s3://). About 13 to 20 minutes on 2 cores, once.
+TANSU_VERSION=0.6.0
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+  log "cargo: building tansu $TANSU_VERSION (a Kafka-protocol test broker; many minutes, once)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features dynostore
+else
+  log "tansu present"
 fi
 log "setup done"

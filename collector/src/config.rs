@@ -101,6 +101,11 @@ impl CollectorConfig {
             hec.validate()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
+        if let Some(kafka) = &cfg.outputs.kafka {
+            kafka
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         if !cfg.data_dir.is_absolute() {
             return Err(bad("data_dir", "must be an absolute path"));
         }

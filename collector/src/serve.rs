@@ -12,7 +12,7 @@ use crate::{
     config::CollectorConfig,
     ingest::{self, Ingest, Live, WriterCompliance},
     metrics::Metrics,
-    outputs::{Sink, Wake, dispatch::Dispatcher, hec::HecSink},
+    outputs::{Sink, Wake, dispatch::Dispatcher, hec::HecSink, kafka::KafkaSink},
     pki,
     policy::state::PolicyState,
     store::Store,
@@ -129,6 +129,11 @@ fn start_outputs(
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(hec) = &cfg.outputs.hec {
         sinks.push(Box::new(HecSink::new(hec.clone()).context("outputs.hec")?));
+    }
+    if let Some(kafka) = &cfg.outputs.kafka {
+        sinks.push(Box::new(
+            KafkaSink::new(kafka).map_err(|e| anyhow::anyhow!("outputs.kafka: {e}"))?,
+        ));
     }
     let dispatcher = Dispatcher {
         store,

@@ -1,4 +1,5 @@
-//! Helpers for Cordon's privileged end-to-end tests (root, real kernel).
+//! Helpers for Cordon's privileged end-to-end tests (root, real kernel), and a Kafka
+//! broker for the unprivileged Kafka output tests (`kafka_broker`).
 //!
 //! A `Lab` is two network namespaces joined by a veth pair — the host under test and a
 //! peer — plus a cgroup for the host's processes. Addresses live only inside these
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod cluster;
 pub mod fleet;
 pub mod hec_standin;
+pub mod kafka_broker;
 
 pub use agent::Agent;
 

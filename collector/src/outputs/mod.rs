@@ -6,12 +6,14 @@
 
 pub mod dispatch;
 pub mod hec;
+pub mod kafka;
 
 /// `[outputs]` in the collector's config: each output present is enabled.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputsConfig {
     pub hec: Option<hec::HecConfig>,
+    pub kafka: Option<kafka::KafkaConfig>,
 }
 
 /// One alert occurrence, ready to publish.
