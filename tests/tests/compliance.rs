@@ -1,13 +1,16 @@
 //! Compliance end to end in the fleet lab: labels and a published policy that allows h2 →
 //! h1:8080 only; h2's curl to h1:8080 is permitted on both sides; a curl on h2 to h1:9090
 //! is escaped, and its alert — with that process's exe — arrives at the Splunk HEC
-//! stand-in (running in the collector's namespace, indexer acks on) within seconds.
+//! stand-in (indexer acks on) and is read back by a consumer from a real Kafka-protocol
+//! broker (tansu), both running in the collector's namespace.
 use std::time::{Duration, Instant};
 
 use cordon_tests::{
     cluster::{Cluster, stop_agent},
     hec_standin::HecStandin,
-    in_netns, servers_py,
+    in_netns,
+    kafka_broker::{ALERTS_TOPIC, Broker},
+    servers_py,
 };
 use serde_json::Value;
 
@@ -40,21 +43,27 @@ fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
 }
 
 #[test]
-fn an_escaped_flow_is_alerted_with_its_process_to_splunk_hec() {
+fn an_escaped_flow_is_alerted_with_its_process_to_kafka_and_splunk_hec() {
     let mut hec: Option<HecStandin> = None;
+    let mut broker: Option<Broker> = None;
     let c = Cluster::start_with("compliance", 2, |fleet| {
         let standin = in_netns(&fleet.collector_ns, || {
             HecStandin::start("hec-test-token", true)
         });
+        let kafka = in_netns(&fleet.collector_ns, Broker::start);
         let extra = format!(
             "[alerts]\nrepublish_secs = 0\nindex = \"cordon\"\n\
-             [outputs.hec]\nurl = \"{}\"\ntoken = \"hec-test-token\"\nuse_ack = true\nack_poll_ms = 50\n",
-            standin.url()
+             [outputs.hec]\nurl = \"{}\"\ntoken = \"hec-test-token\"\nuse_ack = true\nack_poll_ms = 50\n\
+             [outputs.kafka]\nbrokers = [\"{}\"]\n",
+            standin.url(),
+            kafka.bootstrap()
         );
         hec = Some(standin);
+        broker = Some(kafka);
         extra
     });
     let hec = hec.expect("stand-in");
+    let broker = broker.expect("broker");
     c.enroll_all();
     let (h1, h2) = (c.fleet.host("h1"), c.fleet.host("h2"));
     let agents: Vec<_> = [h1, h2].iter().map(|h| c.start_agent(h, 1)).collect();
@@ -149,6 +158,28 @@ fn an_escaped_flow_is_alerted_with_its_process_to_splunk_hec() {
         "{ev}"
     );
     let key = ev["key_id"].as_str().expect("key").to_string();
+
+    // The same alert on Kafka: key = key_id, value = the HEC envelope.
+    let from_kafka = in_netns(&c.fleet.collector_ns, || {
+        let start = Instant::now();
+        loop {
+            let msgs = broker.consume(ALERTS_TOPIC, usize::MAX, Duration::from_secs(2));
+            if let Some((_, v)) = msgs.into_iter().find(|(k, _)| *k == key) {
+                break Some(v);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                break None;
+            }
+        }
+    });
+    let value: Value =
+        serde_json::from_slice(&from_kafka.expect("the alert on Kafka")).expect("JSON value");
+    assert_eq!(value["sourcetype"], "cordon:alert");
+    assert_eq!(value["event"]["key_id"], key.as_str());
+    assert_eq!(
+        value["event"]["alert_details_json"]["process"]["exe"],
+        ev["alert_details_json"]["process"]["exe"]
+    );
 
     // The same alert through the CLI, and the escaped flow on both sides.
     let alerts = c.cordon(&["alerts", "--json"]);
