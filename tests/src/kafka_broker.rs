@@ -187,6 +187,9 @@ impl Broker {
             .set("group.id", "cordon-tests")
             .set("enable.auto.commit", "false")
             .set("allow.auto.create.topics", "false")
+            // Answer fetches as soon as data is there (the default waits up to 500 ms
+            // when a partition is empty, which would show up as latency).
+            .set("fetch.wait.max.ms", "10")
             .create()
             .expect("rdkafka consumer")
     }
@@ -203,6 +206,32 @@ impl Broker {
             .iter()
             .find(|t| t.name() == topic && t.error().is_none())
             .map_or(0, |t| t.partitions().len() as i32)
+    }
+
+    /// Follows `topic` from the beginning on a thread of its own, calling `each(key,
+    /// value)` for every message as it arrives, until `stop` is set. Call it from the
+    /// broker's network namespace: the thread inherits it.
+    pub fn follow(
+        &self,
+        topic: &str,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        mut each: impl FnMut(&str, &[u8]) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let consumer = self.consumer();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions(topic).max(1) {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition list");
+        }
+        consumer.assign(&tpl).expect("assign");
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    each(&key, m.payload().unwrap_or_default());
+                }
+            }
+        })
     }
 
     /// Reads up to `n` messages of `topic` from the beginning of every partition, within

@@ -1,16 +1,25 @@
 //! Detection latency: in the fleet lab (root), with a published policy that allows
 //! nothing from h2 to h1 but tcp/8080, a process on h2 connects to a new port of h1 each
-//! time; the time from just before the connect to the alert's arrival at the Splunk HEC
-//! stand-in (indexer acks on) is measured for every violation.
+//! time; the time from just before the connect to the alert's arrival on the Kafka
+//! broker (tansu, read by a consumer) and at the Splunk HEC stand-in (indexer acks on)
+//! is measured for every violation.
 //!
 //!   cordon-detect-bench [--violations 100]
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
 use cordon_tests::{
     cluster::{Cluster, stop_agent},
     hec_standin::HecStandin,
     in_netns,
+    kafka_broker::{ALERTS_TOPIC, Broker},
 };
 
 #[derive(Parser)]
@@ -32,18 +41,43 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut hec = None;
+    let mut broker = None;
     let c = Cluster::start_with("detect-bench", 2, |fleet| {
         let s = in_netns(&fleet.collector_ns, || {
             HecStandin::start("bench-token", true)
         });
+        let k = in_netns(&fleet.collector_ns, Broker::start);
         let extra = format!(
-            "[alerts]\nrepublish_secs = 0\n[outputs.hec]\nurl = \"{}\"\ntoken = \"bench-token\"\nuse_ack = true\nack_poll_ms = 20\n",
-            s.url()
+            "[alerts]\nrepublish_secs = 0\n[outputs.hec]\nurl = \"{}\"\ntoken = \"bench-token\"\nuse_ack = true\nack_poll_ms = 20\n[outputs.kafka]\nbrokers = [\"{}\"]\n",
+            s.url(),
+            k.bootstrap()
         );
         hec = Some(s);
+        broker = Some(k);
         extra
     });
     let hec = hec.ok_or_else(|| anyhow::anyhow!("no stand-in"))?;
+    let broker = broker.ok_or_else(|| anyhow::anyhow!("no broker"))?;
+    // Arrival time on Kafka of each alert, by the violating port.
+    let on_kafka: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let (seen, stop) = (on_kafka.clone(), stop.clone());
+        in_netns(&c.fleet.collector_ns, || {
+            broker.follow(ALERTS_TOPIC, stop, move |_, v| {
+                let now = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(v) {
+                    let d = &v["event"]["alert_details_json"];
+                    if d["host"]["name"] == "h2"
+                        && let Some(p) = d["flow"]["remote_port"].as_u64()
+                        && let Ok(mut m) = seen.lock()
+                    {
+                        m.entry(p).or_insert(now);
+                    }
+                }
+            })
+        })
+    };
     c.enroll_all();
     let (h1, h2) = (c.fleet.host("h1"), c.fleet.host("h2"));
     let agents: Vec<_> = [h1, h2].iter().map(|h| c.start_agent(h, 1)).collect();
@@ -54,6 +88,7 @@ fn main() -> anyhow::Result<()> {
     c.cordon(&["policy", "apply", &file.to_string_lossy()]);
     c.cordon(&["policy", "publish", "1"]);
     let mut lat = Vec::new();
+    let mut kafka_lat = Vec::new();
     for i in 0..a.violations {
         let port = 20_000 + i;
         let start = Instant::now();
@@ -81,31 +116,58 @@ fn main() -> anyhow::Result<()> {
         };
         match found {
             Some(d) => lat.push(d),
-            None => eprintln!("violation {i} (port {port}): no alert within 10 s"),
+            None => eprintln!("violation {i} (port {port}): no alert at HEC within 10 s"),
+        }
+        let on_broker = loop {
+            if let Some(t) = on_kafka
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&u64::from(port)).copied())
+            {
+                break Some(t.duration_since(start));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        match on_broker {
+            Some(d) => kafka_lat.push(d),
+            None => eprintln!("violation {i} (port {port}): no alert on Kafka within 10 s"),
         }
         std::thread::sleep(Duration::from_millis(a.gap_ms));
     }
     for (pid, log) in agents {
         stop_agent(pid, &log, false);
     }
-    let missed = usize::from(a.violations) - lat.len();
-    lat.sort();
-    if lat.is_empty() {
-        anyhow::bail!("no alert arrived");
+    stop.store(true, Ordering::Relaxed);
+    let _ = follower.join();
+    let mut missed = 0;
+    for (what, mut l) in [
+        ("read by a consumer from the Kafka broker", kafka_lat),
+        ("accepted and acked by HEC", lat),
+    ] {
+        let m = usize::from(a.violations) - l.len();
+        missed += m;
+        l.sort();
+        let Some(max) = l.last().copied() else {
+            println!("{what}: no alert arrived");
+            continue;
+        };
+        println!(
+            "detection latency, connect() on h2 → alert {what} ({} violations, {m} missed):",
+            a.violations
+        );
+        println!(
+            "  p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pct(&l, 0.5).as_secs_f64() * 1e3,
+            pct(&l, 0.9).as_secs_f64() * 1e3,
+            pct(&l, 0.99).as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
     }
-    println!(
-        "detection latency, connect() on h2 → alert accepted and acked by HEC ({} violations, {} missed):",
-        a.violations, missed
-    );
-    println!(
-        "  p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(&lat, 0.5).as_secs_f64() * 1e3,
-        pct(&lat, 0.9).as_secs_f64() * 1e3,
-        pct(&lat, 0.99).as_secs_f64() * 1e3,
-        lat[lat.len() - 1].as_secs_f64() * 1e3
-    );
     if missed > 0 {
-        anyhow::bail!("{missed} violations raised no alert");
+        anyhow::bail!("{missed} alerts did not arrive");
     }
     Ok(())
 }
