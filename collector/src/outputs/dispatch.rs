@@ -98,6 +98,15 @@ fn run(
                 if let Ok(mut s) = store.lock() {
                     let _ = s.prune_outbox(all);
                 }
+                // While idle, the health check keeps `output_up` true to the far side.
+                let up = match sink.health() {
+                    Ok(()) => 1,
+                    Err(e) => {
+                        tracing::warn!(sink = name, error = %e, "output health check failed");
+                        0
+                    }
+                };
+                metrics.sink_up.get_or_create(&label).set(up);
             }
             continue;
         };
