@@ -5,6 +5,7 @@
 //! The API reads the store through its own SQLite connection, so queries do not wait for
 //! ingest's writes (WAL).
 mod alerts;
+mod commands;
 mod error;
 mod flows;
 mod hosts;
@@ -98,6 +99,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts/{id}", get(hosts::show))
         .route("/api/v1/hosts/{id}/revoke", post(hosts::revoke))
         .route("/api/v1/hosts/{id}/labels", post(hosts::labels))
+        .route("/api/v1/hosts/{id}/isolate", post(commands::isolate))
+        .route("/api/v1/hosts/{id}/release", post(commands::release))
+        .route("/api/v1/commands", get(commands::list))
+        .route("/api/v1/audit", get(commands::audit))
         .route(
             "/api/v1/policies",
             get(policies::list).post(policies::apply),

@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{alerts, error::ErrorBody, flows, hosts, policies, tokens};
+use super::{alerts, commands, error::ErrorBody, flows, hosts, policies, tokens};
 
 struct BearerToken;
 
@@ -26,7 +26,8 @@ impl Modify for BearerToken {
     paths(super::health, hosts::list, hosts::show, hosts::revoke, hosts::labels, flows::query,
         tokens::create, tokens::list, tokens::revoke, policies::apply, policies::list,
         policies::show, policies::diff, policies::publish, alerts::list, alerts::snooze,
-        alerts::mute, alerts::unmute),
+        alerts::mute, alerts::unmute, commands::isolate, commands::release, commands::list,
+        commands::audit),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken)
 )]

@@ -1,6 +1,10 @@
 //! Which agents are connected right now (what the API's `connected` shows, and where
 //! commands will be delivered).
-use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use crate::metrics::Metrics;
 
@@ -12,6 +16,8 @@ pub struct Connected {
     /// connection that owns an entry removes it.
     conn_id: usize,
     conn: quinn::Connection,
+    /// Wakes the connection's task: commands are waiting in the store.
+    poke: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -25,6 +31,14 @@ pub struct LiveGuard<'a> {
     agent: String,
     conn_id: usize,
     metrics: &'a Metrics,
+    poke: Arc<tokio::sync::Notify>,
+}
+
+impl LiveGuard<'_> {
+    /// What wakes this connection when commands are queued for it.
+    pub fn poke(&self) -> Arc<tokio::sync::Notify> {
+        self.poke.clone()
+    }
 }
 
 impl Live {
@@ -40,7 +54,9 @@ impl Live {
             since_ns: now_ns,
             conn_id: conn.stable_id(),
             conn: conn.clone(),
+            poke: Arc::new(tokio::sync::Notify::new()),
         };
+        let poke = entry.poke.clone();
         if let Ok(mut m) = self.agents.lock() {
             m.insert(agent.to_string(), entry);
             metrics.agents_connected.set(m.len() as i64);
@@ -50,12 +66,23 @@ impl Live {
             agent: agent.to_string(),
             conn_id: conn.stable_id(),
             metrics,
+            poke,
         }
     }
 
     /// The agent's current connection, if it has one.
     pub fn get(&self, agent: &str) -> Option<Connected> {
         self.agents.lock().ok()?.get(agent).cloned()
+    }
+
+    /// Tells the agent's connection, if it has one, that commands are waiting.
+    pub fn poke(&self, agent: &str) -> bool {
+        let p = self
+            .agents
+            .lock()
+            .ok()
+            .and_then(|m| m.get(agent).map(|c| c.poke.clone()));
+        p.map(|p| p.notify_one()).is_some()
     }
 
     /// Closes the agent's connection, if it has one (after a revocation).

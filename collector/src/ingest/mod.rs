@@ -6,6 +6,7 @@
 //! malformed or out of order closes that agent's connection with a logged reason; the
 //! collector keeps running. A connection without a client certificate may only enroll
 //! ([`enroll`]).
+mod commands;
 mod enroll;
 mod live;
 mod writer;
@@ -70,6 +71,15 @@ impl IngestError {
 }
 
 pub type SharedStore = Arc<Mutex<Store>>;
+
+/// Aborts a task when dropped (the connection's reader when the connection ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// What every agent connection shares.
 #[derive(Clone)]
@@ -233,9 +243,34 @@ async fn handle(
     )
     .await?;
     tracing::info!(agent = %agent, protocol, stored_seq, "agent connected");
-    let _live = ingest.live.connected(&agent, conn, now_ns(), metrics);
+    let live = ingest.live.connected(&agent, conn, now_ns(), metrics);
+    let poke = live.poke();
+    // Messages are read by a task of their own: a read cut short by select! would lose
+    // part of a frame, and here the loop also waits for commands to deliver.
+    let (msgs_tx, mut msgs) = tokio::sync::mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        loop {
+            let m = read_message(&mut recv).await;
+            let end = !matches!(m, Ok(Some(_)));
+            if msgs_tx.send(m).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+    commands::deliver(&agent, store, &mut send, true).await?;
     loop {
-        let Some(msg) = read_message(&mut recv).await? else {
+        let msg = tokio::select! {
+            m = msgs.recv() => match m {
+                Some(m) => m,
+                None => Ok(None),
+            },
+            _ = poke.notified() => {
+                commands::deliver(&agent, store, &mut send, false).await?;
+                continue;
+            }
+        };
+        let Some(msg) = msg? else {
             return Ok(());
         };
         match msg {
@@ -268,6 +303,11 @@ async fn handle(
             }
             Message::CommandResult(r) => {
                 tracing::info!(agent = %agent, id = r.id, ok = r.ok, message = %r.message, "command result");
+                commands::result(&agent, store, r).await?;
+            }
+            Message::EnforcementState(e) => {
+                tracing::info!(agent = %agent, isolated = e.isolated, backend = %e.backend, "enforcement state");
+                commands::enforcement(&agent, store, e).await?;
             }
             Message::Goodbye(g) => {
                 tracing::info!(agent = %agent, reason = %g.reason, "agent said goodbye");
@@ -298,6 +338,7 @@ fn kind(m: &Message) -> &'static str {
         Message::CommandResult(_) => "CommandResult",
         Message::Goodbye(_) => "Goodbye",
         Message::Enroll(_) => "Enroll",
+        Message::EnforcementState(_) => "EnforcementState",
         Message::Enrolled(_) => "Enrolled",
     }
 }

@@ -15,6 +15,7 @@ struct Lab {
     endpoint: quinn::Endpoint,
     store: SharedStore,
     metrics: Arc<Metrics>,
+    live: Arc<Live>,
 }
 
 fn lab() -> Lab {
@@ -29,12 +30,14 @@ fn lab() -> Lab {
     let mut ingest = Ingest::new(store.clone(), ca.clone());
     ingest.metrics = metrics.clone();
     ingest.agent_cert_days = 1;
+    let live = ingest.live.clone();
     tokio::spawn(serve(endpoint.clone(), ingest));
     Lab {
         ca,
         endpoint,
         store,
         metrics,
+        live,
     }
 }
 
@@ -344,4 +347,113 @@ async fn without_a_certificate_nothing_but_enrollment_is_accepted() {
         text.contains("connections_refused_total{reason=\"protocol\"} 2"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn commands_are_delivered_at_connect_and_when_queued_and_results_are_recorded() {
+    use cordon_wire::{CommandKind, CommandResult, EnforcementState};
+
+    use crate::store::NewCommand;
+    let lab = lab();
+    let id = agent(&lab, "h1-agent");
+    // Known host, offline: the command waits.
+    let mut a = connect(&lab, &id).await;
+    assert!(matches!(a.hello().await, Some(Message::Welcome(_))));
+    a.say(&Message::Goodbye(Goodbye { reason: "x".into() }))
+        .await;
+    let isolate = NewCommand {
+        kind: "isolate",
+        body: serde_json::json!({"reason": "escaped flow", "expires_at": 0, "allow": ["10.0.0.9:22"]}),
+        by: "analyst".into(),
+    };
+    let queued = lab
+        .store
+        .lock()
+        .expect("lock")
+        .create_command("h1-agent", &isolate, now_ns())
+        .expect("store")
+        .expect("host");
+    let mut a = connect(&lab, &id).await;
+    assert!(matches!(a.hello().await, Some(Message::Welcome(_))));
+    let Some(Message::Command(c)) = a.hear().await else {
+        panic!("no command at connect");
+    };
+    assert_eq!(c.id, queued.id as u64);
+    assert!(matches!(&c.kind, CommandKind::Isolate { reason, allow, .. }
+        if reason == "escaped flow" && allow.len() == 1));
+    a.say(&Message::CommandResult(CommandResult {
+        id: c.id,
+        ok: true,
+        message: "isolated (nftables)".into(),
+    }))
+    .await;
+    a.say(&Message::EnforcementState(EnforcementState {
+        backend: "nftables".into(),
+        isolated: true,
+        since: 1_764_000_000,
+        expires_at: 0,
+        by: "analyst".into(),
+        reason: "escaped flow".into(),
+    }))
+    .await;
+    // A command queued while connected is pushed at once.
+    let release = NewCommand {
+        kind: "release",
+        body: serde_json::json!({"reason": "clean"}),
+        by: "analyst".into(),
+    };
+    let second = lab
+        .store
+        .lock()
+        .expect("lock")
+        .create_command("h1-agent", &release, now_ns())
+        .expect("store")
+        .expect("host");
+    // What the API does after queueing: poke the connection, which sends it at once.
+    assert!(lab.live.poke("h1-agent"), "the agent is connected");
+    let Some(Message::Command(c)) = a.hear().await else {
+        panic!("no release command");
+    };
+    assert_eq!(c.id, second.id as u64);
+    assert!(matches!(c.kind, CommandKind::Release { .. }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let done = lab
+            .store
+            .lock()
+            .expect("lock")
+            .commands(Some("h1-agent"), 10)
+            .expect("commands");
+        let first = done.iter().find(|r| r.id == queued.id).expect("first");
+        let host = lab
+            .store
+            .lock()
+            .expect("lock")
+            .host("h1-agent")
+            .expect("db")
+            .expect("host");
+        if first.state == "done" && host.isolated {
+            assert_eq!(first.result.as_deref(), Some("isolated (nftables)"));
+            assert_eq!(host.enforcement_backend.as_deref(), Some("nftables"));
+            assert_eq!(host.isolated_by.as_deref(), Some("analyst"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{done:?} {host:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let audit = lab
+        .store
+        .lock()
+        .expect("lock")
+        .audit_log(0, 100)
+        .expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    for want in [
+        "isolate.requested",
+        "isolate.done",
+        "host.isolated",
+        "release.requested",
+    ] {
+        assert!(actions.contains(&want), "{actions:?}");
+    }
 }

@@ -22,10 +22,20 @@ pub struct HostRow {
     pub revoked: bool,
     /// Unix ns of the latest inventory, if one arrived.
     pub inventory_updated_ns: Option<u64>,
+    /// Whether the host is isolated, as its agent last reported.
+    pub isolated: bool,
+    pub isolated_since_ns: Option<u64>,
+    pub isolated_by: Option<String>,
+    pub isolation_reason: Option<String>,
+    pub isolation_expires_ns: Option<u64>,
+    /// nftables, ebpf or none, as the agent reported.
+    pub enforcement_backend: Option<String>,
 }
 
 const SELECT: &str = "SELECT h.agent_id, h.host_name, h.agent_version, h.capture,
-        h.first_seen_ns, h.last_seen_ns, h.last_seq, h.revoked, i.updated_ns
+        h.first_seen_ns, h.last_seen_ns, h.last_seq, h.revoked, i.updated_ns, h.isolated,
+        h.isolated_since_ns, h.isolated_by, h.isolation_reason, h.isolation_expires_ns,
+        h.enforcement_backend
     FROM hosts h LEFT JOIN inventory i ON i.host_id = h.id";
 
 fn u(v: i64) -> u64 {
@@ -43,6 +53,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         last_seq: u(r.get(6)?),
         revoked: r.get(7)?,
         inventory_updated_ns: r.get::<_, Option<i64>>(8)?.map(u),
+        isolated: r.get(9)?,
+        isolated_since_ns: r.get::<_, Option<i64>>(10)?.map(u),
+        isolated_by: r.get(11)?,
+        isolation_reason: r.get(12)?,
+        isolation_expires_ns: r.get::<_, Option<i64>>(13)?.map(u),
+        enforcement_backend: r.get(14)?,
     })
 }
 

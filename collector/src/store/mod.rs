@@ -5,6 +5,7 @@
 //! disk and may be acknowledged. A batch whose sequence number is not above the stored one
 //! is a resend (the agent did not see the ack) and is acknowledged without storing twice.
 mod alerts;
+mod commands;
 mod flows;
 mod hosts;
 mod policies;
@@ -16,12 +17,13 @@ use cordon_wire::{Direction, FlowBatch, FlowEvent, Proto, Verdict};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use alerts::{AlertFilter, AlertRow};
+pub use commands::{AuditRow, CommandRow, HostEnforcement, NewCommand};
 pub use flows::{FlowFilter, FlowRow, MAX_LIMIT as MAX_FLOW_LIMIT};
 pub use hosts::HostRow;
 pub use policies::{PolicyRow, PublishRefusal};
 pub use tokens::{Scope, TokenInfo, TokenRefusal};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -159,10 +161,11 @@ impl Store {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 3] = [
+        let steps: [(i64, &str); 4] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
             (3, include_str!("schema_v3.sql")),
+            (4, include_str!("schema_v4.sql")),
         ];
         for (to, sql) in steps {
             if version < to {

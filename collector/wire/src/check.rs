@@ -115,6 +115,11 @@ impl Message {
                 text("enroll.csr_pem", &e.csr_pem, MAX_PEM)?;
                 text("enroll.host_name", &e.host_name, MAX_HOST)
             }
+            Message::EnforcementState(e) => {
+                text("enforcement.backend", &e.backend, MAX_TEXT)?;
+                text("enforcement.by", &e.by, MAX_TEXT)?;
+                text("enforcement.reason", &e.reason, MAX_TEXT)
+            }
             Message::Enrolled(e) => {
                 text("enrolled.agent_id", &e.agent_id, MAX_TEXT)?;
                 text("enrolled.cert_pem", &e.cert_pem, MAX_PEM)?;

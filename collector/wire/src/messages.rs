@@ -45,6 +45,8 @@ pub enum Message {
     Enroll(Enroll),
     /// Collector → agent: the signed certificate (a refusal is a `Goodbye` with the reason).
     Enrolled(Enrolled),
+    /// Agent → collector: the host's enforcement state, at connect and after each change.
+    EnforcementState(EnforcementState),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,4 +222,18 @@ pub struct Enrolled {
     pub cert_pem: String,
     /// The collector's CA certificate, for verifying the collector from now on.
     pub ca_pem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnforcementState {
+    /// "nftables", "ebpf", or "none" when the agent has no enforcer.
+    pub backend: String,
+    pub isolated: bool,
+    /// Unix s; 0 when not isolated.
+    pub since: u64,
+    /// Unix s when the isolation lifts by itself; 0: never.
+    pub expires_at: u64,
+    /// Who asked (the collector's command author, or a local break-glass user).
+    pub by: String,
+    pub reason: String,
 }

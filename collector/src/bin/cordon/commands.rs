@@ -30,6 +30,13 @@ pub fn health(c: &Client) -> anyhow::Result<()> {
 fn host_row(h: &Value) -> Vec<String> {
     let state = if h["revoked"] == true {
         "revoked".to_string()
+    } else if h["isolated"] == true {
+        format!(
+            "ISOLATED since {} by {} ({})",
+            table::time(h["isolated_since_ns"].as_u64()),
+            s(&h["isolated_by"]),
+            s(&h["enforcement_backend"])
+        )
     } else if h["connected"] == true {
         format!("connected from {}", s(&h["remote"]))
     } else {
@@ -442,5 +449,91 @@ pub fn alerts(
 pub fn alert_action(c: &Client, key: &str, action: &str, body: Value) -> anyhow::Result<()> {
     c.post(&format!("/api/v1/alerts/{key}/{action}"), &body)?;
     println!("alert {key}: {action} done");
+    Ok(())
+}
+
+pub fn isolate(
+    c: &Client,
+    host: &str,
+    reason: &str,
+    duration: Option<String>,
+    allow: &[String],
+) -> anyhow::Result<()> {
+    let mut body = json!({"reason": reason, "allow": allow});
+    if let Some(d) = duration {
+        body["expires_in"] = json!(d);
+    }
+    let r = c.post(&format!("/api/v1/hosts/{host}/isolate"), &body)?;
+    println!(
+        "isolate {host}: command {} queued (see `cordon commands --host {}`)",
+        s(&r["id"]),
+        s(&r["host"])
+    );
+    Ok(())
+}
+
+pub fn release(c: &Client, host: &str, reason: Option<String>) -> anyhow::Result<()> {
+    let body = match reason {
+        Some(r) => json!({"reason": r}),
+        None => json!({}),
+    };
+    let r = c.post(&format!("/api/v1/hosts/{host}/release"), &body)?;
+    println!("release {host}: command {} queued", s(&r["id"]));
+    Ok(())
+}
+
+pub fn command_list(c: &Client, host: Option<String>, json: bool) -> anyhow::Result<()> {
+    let q: Vec<(&str, String)> = host.map(|h| ("host", h)).into_iter().collect();
+    let list = c.get("/api/v1/commands", &q)?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                s(&r["id"]),
+                s(&r["host"]),
+                s(&r["kind"]),
+                s(&r["state"]),
+                table::time(r["created_ns"].as_u64()),
+                s(&r["created_by"]),
+                s(&r["result"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &["ID", "HOST", "KIND", "STATE", "CREATED", "BY", "RESULT"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn audit(c: &Client, since: Option<String>, limit: usize, json: bool) -> anyhow::Result<()> {
+    let mut q = vec![("limit", limit.to_string())];
+    if let Some(v) = since {
+        q.push(("since", v));
+    }
+    let list = c.get("/api/v1/audit", &q)?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                table::time(a["ts_ns"].as_u64()),
+                s(&a["actor"]),
+                s(&a["action"]),
+                s(&a["target"]),
+                a["detail"].to_string(),
+            ]
+        })
+        .collect();
+    table::print(&["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
     Ok(())
 }

@@ -75,6 +75,42 @@ enum Command {
         /// Agent id or host name.
         id: String,
     },
+    /// Cut a host off the network (all but the management channel and its allow-list).
+    Isolate {
+        /// Agent id or host name.
+        host: String,
+        #[arg(long)]
+        reason: String,
+        /// Lift by itself after this long, e.g. 2h.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Also keep this IP:port reachable (repeatable).
+        #[arg(long)]
+        allow: Vec<String>,
+    },
+    /// Release an isolated host.
+    Release {
+        host: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Commands sent to agents and their results.
+    Commands {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log (isolation requests, results, state changes).
+    Audit {
+        /// RFC 3339 time, or a duration before now (15m, 2h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stored flow records, newest first.
     Flows(FlowArgs),
     /// API tokens and agents' join tokens.
@@ -239,6 +275,15 @@ fn main() -> ExitCode {
                 } => commands::alerts(&c, host, severity, since, limit, json),
                 Command::Revoke { id } => commands::revoke(&c, &id),
                 Command::Flows(args) => commands::flows(&c, &args),
+                Command::Isolate {
+                    host,
+                    reason,
+                    duration,
+                    allow,
+                } => commands::isolate(&c, &host, &reason, duration, &allow),
+                Command::Release { host, reason } => commands::release(&c, &host, reason),
+                Command::Commands { host, json } => commands::command_list(&c, host, json),
+                Command::Audit { since, limit, json } => commands::audit(&c, since, limit, json),
                 Command::Token { command } => match command {
                     TokenCommand::Create {
                         enroll,

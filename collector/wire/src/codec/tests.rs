@@ -97,6 +97,14 @@ fn every_kind() -> Vec<Message> {
             cert_pem: "-----BEGIN CERTIFICATE-----".into(),
             ca_pem: "-----BEGIN CERTIFICATE-----".into(),
         }),
+        Message::EnforcementState(EnforcementState {
+            backend: "nftables".into(),
+            isolated: true,
+            since: 1_764_000_000,
+            expires_at: 0,
+            by: "analyst".into(),
+            reason: "escaped flow".into(),
+        }),
     ]
 }
 
@@ -128,7 +136,7 @@ fn variant_positions_are_the_wire_ids() {
         .iter()
         .map(|m| encode(m).expect("encode")[0])
         .collect();
-    assert_eq!(ids, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(ids, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 }
 
 #[test]
