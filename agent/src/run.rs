@@ -114,6 +114,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         spool,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         stats: Default::default(),
+        commands: Box::new(crate::uplink::NoEnforcer),
     };
     let (out, lines) = Output::channel(cfg.capture.output_queue);
     let (batches_tx, batches_rx) = mpsc::channel(64);

@@ -214,6 +214,42 @@ fn an_escaped_flow_is_alerted_with_its_process_to_kafka_and_splunk_hec() {
             ),
         "a permitted flow was alerted"
     );
+
+    // The response path: an isolate command reaches h2's agent over its connection and
+    // its answer comes back (this agent has no enforcer configured, so it says so and
+    // reports backend "none"); every step is in the audit log.
+    c.cordon(&[
+        "isolate",
+        "h2",
+        "--reason",
+        "escaped flow to 9090",
+        "--for",
+        "1h",
+    ]);
+    let cmd = wait_until("the command's result", Duration::from_secs(10), || {
+        let list = c.cordon(&["commands", "--host", "h2", "--json"]);
+        list.as_array()?
+            .iter()
+            .find(|r| r["kind"] == "isolate" && r["state"] != "pending" && r["state"] != "sent")
+            .cloned()
+    });
+    assert_eq!(cmd["state"], "failed", "{cmd}");
+    assert!(
+        cmd["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("no enforcer")),
+        "{cmd}"
+    );
+    assert_eq!(cmd["body"]["reason"], "escaped flow to 9090");
+    let host = c.cordon(&["hosts", "h2", "--json"]);
+    assert_eq!(host["enforcement_backend"], "none", "{host}");
+    assert_eq!(host["isolated"], false);
+    let audit = c.cordon(&["audit", "--json"]).to_string();
+    assert!(
+        audit.contains("isolate.requested") && audit.contains("isolate.failed"),
+        "{audit}"
+    );
+
     for (pid, log) in agents {
         stop_agent(pid, &log, true);
     }

@@ -144,6 +144,7 @@ async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
         spool: Spool::open(&tmp.path().join("spool"), 1 << 20).expect("spool"),
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
         stats: Default::default(),
+        commands: Box::new(cordon_agent::uplink::NoEnforcer),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let agent = tokio::spawn(async move {

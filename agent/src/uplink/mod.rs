@@ -3,6 +3,7 @@
 //! size. Reconnects back off exponentially with jitter and move on to the next configured
 //! collector address each time.
 mod backoff;
+pub mod commands;
 pub mod convert;
 
 use std::{net::SocketAddr, time::Duration};
@@ -14,6 +15,7 @@ use cordon_wire::{
 use tokio::sync::mpsc;
 
 pub use backoff::Backoff;
+pub use commands::{CommandHandler, NoEnforcer};
 
 use crate::spool::Spool;
 
@@ -51,6 +53,8 @@ pub struct Uplink {
     pub spool: Spool,
     pub backoff: Backoff,
     pub stats: UplinkStats,
+    /// Carries out the collector's commands (isolate, release).
+    pub commands: Box<dyn CommandHandler>,
 }
 
 /// How a connection ended.
@@ -156,6 +160,23 @@ impl Uplink {
         {
             return Ended::Lost(e.to_string());
         }
+        let state = Message::EnforcementState(self.commands.state());
+        if let Err(e) = write_message(&mut send, &state).await {
+            return Ended::Lost(e.to_string());
+        }
+        // The collector's messages are read on a task of their own: a read cut short by
+        // select! below would lose part of a frame.
+        let (msgs_tx, mut msgs) = mpsc::channel(16);
+        let reader = tokio::spawn(async move {
+            loop {
+                let m = read_message(&mut recv).await;
+                let end = !matches!(m, Ok(Some(_)));
+                if msgs_tx.send(m).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        let _reader = AbortOnDrop(reader);
         self.stats.connects += 1;
         self.backoff.reset();
         tracing::info!(collector = %target.addr, pending = self.spool.pending_batches(), "connected to the collector");
@@ -192,7 +213,7 @@ impl Uplink {
                         let _ = write_message(&mut send, &bye).await;
                         let _ = send.finish();
                         // Wait (briefly) for the acks of what is in flight.
-                        let _ = tokio::time::timeout(Duration::from_secs(2), self.drain_acks(&mut recv)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), self.drain_acks(&mut msgs)).await;
                         return Ended::Stop;
                     };
                     let Some(seq) = self.spool_batch(batch) else { continue };
@@ -206,13 +227,21 @@ impl Uplink {
                     }
                     self.stats.batches_sent += 1;
                 }
-                msg = read_message(&mut recv) => match msg {
+                msg = msgs.recv() => match msg.unwrap_or(Ok(None)) {
                     Ok(Some(Message::Ack(a))) => {
                         self.spool.ack(a.seq);
                         self.stats.batches_acked += 1;
                     }
                     Ok(Some(Message::Command(c))) => {
-                        tracing::info!(id = c.id, "command received (commands arrive with the isolation work)");
+                        tracing::info!(id = c.id, kind = ?c.kind, "command received");
+                        let result = self.commands.handle(&c);
+                        tracing::info!(id = c.id, ok = result.ok, message = %result.message, "command done");
+                        let state = Message::EnforcementState(self.commands.state());
+                        for m in [Message::CommandResult(result), state] {
+                            if let Err(e) = write_message(&mut send, &m).await {
+                                return Ended::Lost(e.to_string());
+                            }
+                        }
                     }
                     Ok(Some(other)) => return Ended::Lost(format!("unexpected message {other:?}")),
                     Ok(None) => return Ended::Lost("the collector closed the stream".into()),
@@ -222,14 +251,26 @@ impl Uplink {
         }
     }
 
-    async fn drain_acks(&mut self, recv: &mut quinn::RecvStream) {
-        while let Ok(Some(Message::Ack(a))) = read_message(recv).await {
+    async fn drain_acks(
+        &mut self,
+        msgs: &mut mpsc::Receiver<Result<Option<Message>, cordon_wire::WireError>>,
+    ) {
+        while let Some(Ok(Some(Message::Ack(a)))) = msgs.recv().await {
             self.spool.ack(a.seq);
             self.stats.batches_acked += 1;
             if self.spool.pending_batches() == 0 {
                 return;
             }
         }
+    }
+}
+
+/// Aborts a task when dropped (the session's reader when the session ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
