@@ -124,6 +124,22 @@ fn two_hosts_stream_exactly_once_through_a_collector_crash_and_an_agent_restart(
     stop_agent(pid, &log, false);
     let (pid, log) = setup.start_agent(h1, 2);
     runs.push(("h1".into(), pid, log));
+    // h2's agent notices the crashed collector only when its QUIC idle timeout runs out
+    // (a SIGKILLed peer sends no close), then reconnects: wait for that before going on.
+    let h2_log = runs[1].2.clone();
+    let start = Instant::now();
+    while fs::read_to_string(&h2_log)
+        .unwrap_or_default()
+        .matches("connected to the collector")
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "h2's agent did not reconnect after the collector restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_secs(2));
 
     // Traffic stops; the agents report their last flows and stop cleanly.

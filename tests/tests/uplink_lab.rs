@@ -175,9 +175,13 @@ fn flows_reach_the_collector_store_over_mtls() {
     interrupt(agent);
     wait_for(&agent_log, "uplink stopped", Duration::from_secs(20));
     let log = std::fs::read_to_string(&agent_log).expect("log");
+    let stopped = log
+        .lines()
+        .rfind(|l| l.contains("uplink stopped"))
+        .unwrap_or_default();
     assert!(
-        log.contains("pending=0"),
-        "batches left unacknowledged:\n{log}"
+        stopped.contains(" pending=0 "),
+        "batches left unacknowledged: {stopped}\n{log}"
     );
     interrupt(collector);
 }
