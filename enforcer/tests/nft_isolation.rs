@@ -133,7 +133,10 @@ fn isolation_blocks_all_but_management_and_allow_list_and_is_reasserted() {
     for cmd in [
         "add table inet other",
         "add chain inet other c { type filter hook input priority 0; policy accept; }",
-        "add rule inet other c counter comment \"other-rule\"",
+        // A ct match turns conntrack on in the namespace, as on a real host (firewalls,
+        // Docker), so the long-lived connection below is tracked as established before
+        // isolation: a blanket "established accept" would keep it alive.
+        "add rule inet other c ct state established,related counter comment \"other-rule\"",
     ] {
         let out = s.lab.nft(&[cmd]);
         assert!(out.status.success(), "{cmd}: {:?}", out);
