@@ -26,7 +26,7 @@ test: setup
 	@bash scripts/test.sh
 
 test-unit:
-	$(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
+	CORDON_SKIP_PRIVILEGED=1 $(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
 
 test-privileged:
 	$(CARGO) build -p cordon-agent -p cordon-collector
