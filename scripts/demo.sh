@@ -56,6 +56,10 @@ ca_file = "$tmp/agent/ca.pem"
 cert_file = "$tmp/agent/agent.pem"
 key_file = "$tmp/agent/agent.key"
 spool_dir = "$tmp/agent/spool"
+[enforcer]
+# The demo runs on this machine itself: never isolate it.
+backend = "none"
+state_file = "$tmp/agent/enforcer.json"
 CFG
 "$BIN/cordon-agent" enroll --config "$tmp/agent.toml" --token-file "$tmp/join.token" --ca-fingerprint "$fp"
 

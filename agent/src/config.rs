@@ -37,6 +37,32 @@ pub struct AgentConfig {
     pub capture: CaptureConfig,
     /// Connection to the collector (`cordon-agent run`).
     pub uplink: UplinkConfig,
+    /// Isolation on the collector's command.
+    pub enforcer: EnforcerConfig,
+}
+
+/// `[enforcer]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcerConfig {
+    /// "auto" (nftables when `nft` is there, else none, with a warning), "nftables", or
+    /// "none" (isolate commands are answered as not possible).
+    pub backend: String,
+    /// Kept reachable during an isolation, besides loopback and the collectors:
+    /// `10.0.0.9:22/tcp`, `10.0.0.53:53/udp`, `192.0.2.0/24`.
+    pub allow: Vec<String>,
+    /// Where the isolation state is kept (re-applied at start).
+    pub state_file: PathBuf,
+}
+
+impl Default for EnforcerConfig {
+    fn default() -> Self {
+        Self {
+            backend: "auto".into(),
+            allow: Vec::new(),
+            state_file: PathBuf::from(cordon_enforcer::DEFAULT_STATE_PATH),
+        }
+    }
 }
 
 /// `[uplink]`.
@@ -274,6 +300,20 @@ impl AgentConfig {
         }
         if self.host_name.len() > 253 {
             return Err(("host_name", "must be at most 253 bytes".into()));
+        }
+        let e = &self.enforcer;
+        if !matches!(e.backend.as_str(), "auto" | "nftables" | "none") {
+            return Err((
+                "enforcer.backend",
+                format!("`{}`: auto, nftables or none", e.backend),
+            ));
+        }
+        for a in &e.allow {
+            a.parse::<cordon_enforcer::AllowRule>()
+                .map_err(|err| ("enforcer.allow", format!("`{a}`: {err}")))?;
+        }
+        if !e.state_file.is_absolute() {
+            return Err(("enforcer.state_file", "must be an absolute path".into()));
         }
         Ok(())
     }

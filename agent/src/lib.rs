@@ -9,6 +9,7 @@
 //! - `config`: the agent's TOML configuration.
 pub mod capture;
 pub mod config;
+pub mod enforce;
 pub mod enroll;
 pub mod flows;
 pub mod inventory;

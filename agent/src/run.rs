@@ -94,6 +94,19 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
+    // Isolation first: a persisted one is in force again before anything connects out.
+    let enforcer = crate::enforce::open(&cfg.enforcer)?;
+    let commands: Box<dyn crate::uplink::CommandHandler> = match &enforcer {
+        Some(enf) => {
+            let exc = crate::enforce::exceptions(&addrs, &cfg.enforcer);
+            crate::enforce::restore(enf, &exc)?;
+            Box::new(crate::enforce::EnforcerHandler {
+                enforcer: enf.clone(),
+                exceptions: exc,
+            })
+        }
+        None => Box::new(crate::uplink::NoEnforcer),
+    };
     let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
     let mut uplink = Uplink {
         inventory: inventory_rx,
@@ -114,7 +127,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         spool,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         stats: Default::default(),
-        commands: Box::new(crate::uplink::NoEnforcer),
+        commands,
     };
     let (out, lines) = Output::channel(cfg.capture.output_queue);
     let (batches_tx, batches_rx) = mpsc::channel(64);
@@ -170,9 +183,13 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
                 });
             }
         });
+        let ticker = enforcer.map(|e| tokio::spawn(crate::enforce::tick(e)));
         let stop = Stop::on_signals(None)?;
         let captured = capture::run(settings, out, stop).await;
         inventory_task.abort();
+        if let Some(t) = ticker {
+            t.abort();
+        }
         // The capture dropped its queue: the batcher flushes and closes the uplink's input.
         let (sent, uplink) = uplink_task.await.context("uplink task")?;
         tracing::info!(stats = ?uplink.stats, pending = uplink.spool.pending_batches(), drops = ?uplink.spool.drops, "uplink stopped");

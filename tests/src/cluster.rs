@@ -173,7 +173,8 @@ impl Cluster {
                      close_linger_ms = 200\nidle_timeout_ms = 2000\n[uplink]\n\
                      collectors = [\"{COLLECTOR_IP}:{AGENT_PORT}\"]\nca_file = \"{d}/ca.pem\"\n\
                      cert_file = \"{d}/agent.pem\"\nkey_file = \"{d}/agent.key\"\n\
-                     spool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n",
+                     spool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n\
+                     [enforcer]\nbackend = \"nftables\"\nstate_file = \"{d}/enforcer.json\"\n",
                     name = h.name,
                     cg = h.cgroup.display(),
                     d = d.display()

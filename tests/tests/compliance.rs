@@ -215,9 +215,23 @@ fn an_escaped_flow_is_alerted_with_its_process_to_kafka_and_splunk_hec() {
         "a permitted flow was alerted"
     );
 
-    // The response path: an isolate command reaches h2's agent over its connection and
-    // its answer comes back (this agent has no enforcer configured, so it says so and
-    // reports backend "none"); every step is in the audit log.
+    // The response: `cordon isolate h2` reaches h2's agent over its connection, its
+    // nftables enforcer cuts h2 off (h2 → h1:8080 now fails), the management channel stays
+    // up (the release command still arrives), and release brings traffic back. Every step
+    // is in the audit log.
+    let command_done = |kind: &str| {
+        wait_until(
+            &format!("the {kind} result"),
+            Duration::from_secs(15),
+            || {
+                let list = c.cordon(&["commands", "--host", "h2", "--json"]);
+                list.as_array()?
+                    .iter()
+                    .find(|r| r["kind"] == kind && r["state"] != "pending" && r["state"] != "sent")
+                    .cloned()
+            },
+        )
+    };
     c.cordon(&[
         "isolate",
         "h2",
@@ -226,29 +240,40 @@ fn an_escaped_flow_is_alerted_with_its_process_to_kafka_and_splunk_hec() {
         "--for",
         "1h",
     ]);
-    let cmd = wait_until("the command's result", Duration::from_secs(10), || {
-        let list = c.cordon(&["commands", "--host", "h2", "--json"]);
-        list.as_array()?
-            .iter()
-            .find(|r| r["kind"] == "isolate" && r["state"] != "pending" && r["state"] != "sent")
-            .cloned()
+    let cmd = command_done("isolate");
+    assert_eq!(cmd["state"], "done", "{cmd}");
+    assert_eq!(cmd["result"], "isolated (nftables)", "{cmd}");
+    let host = wait_until("h2 isolated", Duration::from_secs(10), || {
+        let h = c.cordon(&["hosts", "h2", "--json"]);
+        (h["isolated"] == true).then_some(h)
     });
-    assert_eq!(cmd["state"], "failed", "{cmd}");
+    assert_eq!(host["enforcement_backend"], "nftables", "{host}");
+    assert_eq!(host["isolation_reason"], "escaped flow to 9090");
     assert!(
-        cmd["result"]
-            .as_str()
-            .is_some_and(|r| r.contains("no enforcer")),
-        "{cmd}"
+        !curl("8080").status.success(),
+        "h2 still reaches h1 while isolated"
     );
-    assert_eq!(cmd["body"]["reason"], "escaped flow to 9090");
-    let host = c.cordon(&["hosts", "h2", "--json"]);
-    assert_eq!(host["enforcement_backend"], "none", "{host}");
-    assert_eq!(host["isolated"], false);
+    c.cordon(&["release", "h2", "--reason", "cleaned up"]);
+    let cmd = command_done("release");
+    assert_eq!(cmd["state"], "done", "{cmd}");
+    wait_until("h2 released", Duration::from_secs(10), || {
+        let h = c.cordon(&["hosts", "h2", "--json"]);
+        (h["isolated"] == false).then_some(())
+    });
+    assert!(
+        curl("8080").status.success(),
+        "h2 cannot reach h1 after release"
+    );
     let audit = c.cordon(&["audit", "--json"]).to_string();
-    assert!(
-        audit.contains("isolate.requested") && audit.contains("isolate.failed"),
-        "{audit}"
-    );
+    for action in [
+        "isolate.requested",
+        "isolate.done",
+        "host.isolated",
+        "release.done",
+        "host.released",
+    ] {
+        assert!(audit.contains(action), "{action} missing: {audit}");
+    }
 
     for (pid, log) in agents {
         stop_agent(pid, &log, true);

@@ -79,7 +79,8 @@ fn flows_reach_the_collector_store_over_mtls() {
         format!(
             "host_name = \"h1\"\n[capture]\ncgroup_path = \"{cg}\"\npoll_interval_ms = 200\nclose_linger_ms = 200\n\
              [uplink]\ncollectors = [\"{PEER_IP}:7443\"]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/agent.pem\"\n\
-             key_file = \"{d}/agent.key\"\nspool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n",
+             key_file = \"{d}/agent.key\"\nspool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n\
+             [enforcer]\nbackend = \"none\"\nstate_file = \"{d}/enforcer.json\"\n",
             cg = lab.cgroup.display(),
             d = agent_dir.display()
         ),
