@@ -122,7 +122,7 @@ impl Store {
         c: &NewCommand,
         now_ns: u64,
     ) -> Result<Option<CommandRow>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let Some(host_id): Option<i64> = tx
             .query_row(
                 "SELECT id FROM hosts WHERE agent_id = ?1",
@@ -202,7 +202,7 @@ impl Store {
         message: &str,
         now_ns: u64,
     ) -> Result<Option<CommandRow>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let n = tx.execute(
             "UPDATE commands SET state = ?3, done_ns = ?4, result = ?5
              WHERE id = ?1 AND host_id = (SELECT id FROM hosts WHERE agent_id = ?2)",

@@ -137,6 +137,16 @@ fn ns(v: u64) -> i64 {
 }
 
 impl Store {
+    /// A transaction that takes the write lock at once (BEGIN IMMEDIATE). The store has
+    /// several connections (ingest, API, outputs); a deferred transaction that reads and
+    /// then writes fails with "database is locked" without waiting when another connection
+    /// committed in between, while an immediate one waits for the lock (busy timeout).
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::init(Connection::open(path)?)
@@ -206,7 +216,7 @@ impl Store {
 
     /// Stores a batch durably (see the module docs), without compliance verdicts.
     pub fn store_batch(&mut self, agent_id: &str, batch: &FlowBatch) -> Result<Stored, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let stored = Self::insert_batch(&tx, agent_id, batch, &mut Compliance::none())?;
         tx.commit()?;
         Ok(stored)
@@ -221,7 +231,7 @@ impl Store {
         batches: &[(&str, &FlowBatch)],
         compliance: &mut Compliance<'_>,
     ) -> Result<Vec<Result<Stored, StoreError>>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut out = Vec::with_capacity(batches.len());
         for (agent_id, batch) in batches {
             match Self::insert_batch(&tx, agent_id, batch, compliance) {

@@ -70,7 +70,7 @@ impl Store {
         by: &str,
         now_ns: u64,
     ) -> Result<Result<(), PublishRefusal>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let state: Option<String> = tx
             .query_row(
                 "SELECT state FROM policies WHERE version = ?1",

@@ -121,7 +121,7 @@ impl Store {
         needed: Scope,
         now_ns: u64,
     ) -> Result<Result<TokenInfo, TokenRefusal>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let found = tx
             .query_row(
                 &format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1"),
