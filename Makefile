@@ -29,7 +29,7 @@ test-unit:
 	CORDON_SKIP_PRIVILEGED=1 $(CARGO) test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
 
 test-privileged:
-	$(CARGO) build -p cordon-agent -p cordon-collector
+	$(CARGO) build -p cordon-agent -p cordon-collector -p cordon-enforcer
 	$(CARGO) test -p cordon-tests -- --test-threads=2
 
 lint:

@@ -14,7 +14,7 @@ step "$CARGO" fmt --all -- --check
 step "$CARGO" clippy --workspace --exclude cordon-agent-ebpf --all-targets -- -D warnings
 (cd agent-ebpf && step "$CARGO" +nightly clippy -Z build-std=core --target bpfel-unknown-none --release -- -D warnings)
 step "$CARGO" test --workspace --exclude cordon-agent-ebpf --exclude cordon-tests
-step "$CARGO" build -p cordon-agent -p cordon-collector
+step "$CARGO" build -p cordon-agent -p cordon-collector -p cordon-enforcer
 step "$CARGO" test -p cordon-tests -- --test-threads=2
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -6,10 +6,41 @@
   servers.py tcp-hold HOST PORT SECONDS    connect, wait SECONDS, send a request, read the reply
   servers.py tcp-serve HOST PORT           accept, read one request, answer HTTP 200, close;
                                            print each peer and the request's first line
+  servers.py icmp-ping HOST 0              one ICMP echo (raw socket, root), wait 1 s for the
+                                           reply; exit 0 on a reply, 1 otherwise
 """
 import socket
+import struct
 import sys
 import time
+
+
+def icmp_checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def icmp_ping(host):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.settimeout(1)
+    body = b"cordon"
+    head = struct.pack("!BBHHH", 8, 0, 0, 0x4321, 1)
+    packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(head + body), 0x4321, 1) + body
+    s.sendto(packet, (host, 0))
+    deadline = time.time() + 1
+    while time.time() < deadline:
+        try:
+            data, addr = s.recvfrom(2048)
+        except socket.timeout:
+            break
+        if addr[0] == host and len(data) > 20 and data[20] == 0:
+            print("pong", flush=True)
+            return
+    sys.exit(1)
 
 
 def udp_echo(host, port):
@@ -60,7 +91,9 @@ def tcp_serve(host, port):
 
 def main():
     cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if cmd == "udp-echo":
+    if cmd == "icmp-ping":
+        icmp_ping(host)
+    elif cmd == "udp-echo":
         udp_echo(host, port)
     elif cmd == "udp-send":
         udp_send(host, port, sys.argv[4])

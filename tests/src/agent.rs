@@ -30,6 +30,15 @@ pub fn collector_bin() -> String {
     })
 }
 
+/// A binary of the workspace's debug build.
+pub fn workspace_bin(name: &str) -> String {
+    workspace()
+        .join("target/debug")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The operator CLI under test: `CORDON_CLI` or the workspace's debug build.
 pub fn cli_bin() -> String {
     std::env::var("CORDON_CLI").unwrap_or_else(|_| {
