@@ -423,7 +423,7 @@ const PROGRAMS: &[(&str, &str, &str, &str, &str)] = &[
     (
         "curl",
         "/usr/bin/curl",
-        "curl -fsS https://updates.example.com/v1/check",
+        "curl -fsS https://updates.internal.invalid/v1/check",
         "root",
         "/system.slice/update-check.service",
     ),

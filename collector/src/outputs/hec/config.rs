@@ -10,7 +10,7 @@ use super::protocol;
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HecConfig {
-    /// Base URL of HEC, e.g. `https://splunk.example.com:8088` (no `/services/...` path:
+    /// Base URL of HEC, e.g. `https://splunk.example.net:8088` (no `/services/...` path:
     /// the sink appends the endpoints itself).
     pub url: String,
     /// The HEC token, sent as `Authorization: Splunk <token>`. A secret: redacted in
