@@ -287,6 +287,18 @@ pub fn interrupt(pid: u32) {
         .status();
 }
 
+/// Polls `f` every 10 ms until it gives a value; panics naming `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until `path` contains `needle`; panics with the file's text after `timeout`.
 pub fn wait_for(path: &Path, needle: &str, timeout: Duration) {
     let start = Instant::now();

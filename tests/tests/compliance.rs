@@ -10,7 +10,7 @@ use cordon_tests::{
     hec_standin::HecStandin,
     in_netns,
     kafka_broker::{ALERTS_TOPIC, Broker},
-    servers_py,
+    servers_py, wait_until,
 };
 use serde_json::Value;
 
@@ -30,17 +30,6 @@ catch_all:
   - action: deny
     severity: HIGH
 "#;
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn an_escaped_flow_is_alerted_with_its_process_to_kafka_and_splunk_hec() {

@@ -4,22 +4,14 @@
 //! an agent killed with SIGKILL; release restores traffic; an isolation with an expiry
 //! lifts by itself; and the local break-glass `cordon-enforcer release` works with the
 //! collector unreachable from the host's point of view (it never asks it).
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cordon_tests::{
     agent::workspace_bin,
     cluster::{Cluster, ok, stop_agent},
     fleet::FleetHost,
-    servers_py,
+    servers_py, wait_until,
 };
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Which kinds of traffic get from `from` to `to` right now: (tcp, udp, icmp).
 fn reach(c: &Cluster, from: &FleetHost, to: &FleetHost) -> (bool, bool, bool) {
@@ -50,24 +42,15 @@ const OPEN: (bool, bool, bool) = (true, true, true);
 const SHUT: (bool, bool, bool) = (false, false, false);
 
 fn last_command(c: &Cluster, kind: &str) -> serde_json::Value {
-    let mut found = serde_json::Value::Null;
     wait_until(
         &format!("the {kind} result"),
         Duration::from_secs(20),
         || {
             let list = c.cordon(&["commands", "--host", "h2", "--json"]);
-            let Some(r) = list
-                .as_array()
-                .and_then(|l| l.iter().find(|r| r["kind"] == kind).cloned())
-            else {
-                return false;
-            };
-            let done = r["state"] != "pending" && r["state"] != "sent";
-            found = r;
-            done
+            let r = list.as_array()?.iter().find(|r| r["kind"] == kind)?.clone();
+            (r["state"] != "pending" && r["state"] != "sent").then_some(r)
         },
-    );
-    found
+    )
 }
 
 #[test]
@@ -121,16 +104,16 @@ fn isolation_cuts_h2_off_and_holds_through_agent_restarts_until_released() {
     // An isolation with an expiry lifts by itself.
     c.cordon(&["isolate", "h2", "--reason", "short", "--for", "4s"]);
     wait_until("the isolation", Duration::from_secs(10), || {
-        !reach(&c, h2, h1).0
+        (!reach(&c, h2, h1).0).then_some(())
     });
     wait_until("the expiry", Duration::from_secs(15), || {
-        reach(&c, h2, h1).0
+        reach(&c, h2, h1).0.then_some(())
     });
 
     // Break-glass: the local CLI releases without the collector.
     c.cordon(&["isolate", "h2", "--reason", "until break-glass"]);
     wait_until("the isolation", Duration::from_secs(10), || {
-        !reach(&c, h2, h1).0
+        (!reach(&c, h2, h1).0).then_some(())
     });
     let state = c.agent_dir(h2).join("enforcer.json");
     let out = c.fleet.run(

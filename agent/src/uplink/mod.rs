@@ -10,7 +10,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use cordon_wire::{
     FlowRecord, Goodbye, Hello, Message, PROTOCOL_MAX, PROTOCOL_MIN,
-    transport::{read_message, write_message},
+    transport::{MessageReader, read_message, write_message},
 };
 use tokio::sync::mpsc;
 
@@ -164,19 +164,8 @@ impl Uplink {
         if let Err(e) = write_message(&mut send, &state).await {
             return Ended::Lost(e.to_string());
         }
-        // The collector's messages are read on a task of their own: a read cut short by
-        // select! below would lose part of a frame.
-        let (msgs_tx, mut msgs) = mpsc::channel(16);
-        let reader = tokio::spawn(async move {
-            loop {
-                let m = read_message(&mut recv).await;
-                let end = !matches!(m, Ok(Some(_)));
-                if msgs_tx.send(m).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        let _reader = AbortOnDrop(reader);
+        // Read on a task of its own, since the loop below also waits for batches.
+        let mut msgs = MessageReader::spawn(recv);
         self.stats.connects += 1;
         self.backoff.reset();
         tracing::info!(collector = %target.addr, pending = self.spool.pending_batches(), "connected to the collector");
@@ -227,7 +216,7 @@ impl Uplink {
                     }
                     self.stats.batches_sent += 1;
                 }
-                msg = msgs.recv() => match msg.unwrap_or(Ok(None)) {
+                msg = msgs.next() => match msg {
                     Ok(Some(Message::Ack(a))) => {
                         self.spool.ack(a.seq);
                         self.stats.batches_acked += 1;
@@ -251,26 +240,14 @@ impl Uplink {
         }
     }
 
-    async fn drain_acks(
-        &mut self,
-        msgs: &mut mpsc::Receiver<Result<Option<Message>, cordon_wire::WireError>>,
-    ) {
-        while let Some(Ok(Some(Message::Ack(a)))) = msgs.recv().await {
+    async fn drain_acks(&mut self, msgs: &mut MessageReader) {
+        while let Ok(Some(Message::Ack(a))) = msgs.next().await {
             self.spool.ack(a.seq);
             self.stats.batches_acked += 1;
             if self.spool.pending_batches() == 0 {
                 return;
             }
         }
-    }
-}
-
-/// Aborts a task when dropped (the session's reader when the session ends).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 
 use cordon_wire::{
     Ack, Message, Welcome, WireError, encode, negotiate,
-    transport::{peer_certificate, read_message, write_message},
+    transport::{MessageReader, peer_certificate, read_message, write_message},
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -71,15 +71,6 @@ impl IngestError {
 }
 
 pub type SharedStore = Arc<Mutex<Store>>;
-
-/// Aborts a task when dropped (the connection's reader when the connection ends).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// What every agent connection shares.
 #[derive(Clone)]
@@ -245,26 +236,12 @@ async fn handle(
     tracing::info!(agent = %agent, protocol, stored_seq, "agent connected");
     let live = ingest.live.connected(&agent, conn, now_ns(), metrics);
     let poke = live.poke();
-    // Messages are read by a task of their own: a read cut short by select! would lose
-    // part of a frame, and here the loop also waits for commands to deliver.
-    let (msgs_tx, mut msgs) = tokio::sync::mpsc::channel(16);
-    let reader = tokio::spawn(async move {
-        loop {
-            let m = read_message(&mut recv).await;
-            let end = !matches!(m, Ok(Some(_)));
-            if msgs_tx.send(m).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    let _reader = AbortOnDrop(reader);
+    // Read on a task of its own, since the loop also waits for commands to deliver.
+    let mut msgs = MessageReader::spawn(recv);
     commands::deliver(&agent, store, &mut send, true).await?;
     loop {
         let msg = tokio::select! {
-            m = msgs.recv() => match m {
-                Some(m) => m,
-                None => Ok(None),
-            },
+            m = msgs.next() => m,
             _ = poke.notified() => {
                 commands::deliver(&agent, store, &mut send, false).await?;
                 continue;

@@ -174,6 +174,41 @@ pub async fn write_message(
     Ok(())
 }
 
+/// The messages of a stream, read by a task of their own: a `read_message` cut short by
+/// `select!` would lose part of a frame, a receive from this never does. The task ends
+/// at the end of the stream, at the first error (delivered last), or when this is dropped.
+pub struct MessageReader {
+    messages: tokio::sync::mpsc::Receiver<Result<Option<Message>, WireError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MessageReader {
+    pub fn spawn(mut input: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        let (tx, messages) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(async move {
+            loop {
+                let m = read_message(&mut input).await;
+                let end = !matches!(m, Ok(Some(_)));
+                if tx.send(m).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Self { messages, task }
+    }
+
+    /// The next message; `Ok(None)` once the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
+        self.messages.recv().await.unwrap_or(Ok(None))
+    }
+}
+
+impl Drop for MessageReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Reads one framed message; `None` at a clean end of stream. The length is checked
 /// before the body is read.
 pub async fn read_message(
