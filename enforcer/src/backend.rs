@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EnforcerError;
 use crate::model::{Exceptions, Isolation};
+use crate::refused::Refused;
 
 /// Packets dropped by the isolation ruleset, per direction, since it was last applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,7 +14,7 @@ pub struct DropCounters {
     pub forward_packets: u64,
 }
 
-/// An isolation mechanism (nftables now, eBPF later).
+/// An isolation mechanism (nftables or eBPF).
 pub trait Backend: Send {
     /// Short name reported to the collector (`"nftables"`).
     fn name(&self) -> &'static str;
@@ -26,5 +27,10 @@ pub trait Backend: Send {
     /// Drop counters of the ruleset in force, if the backend keeps any.
     fn drop_counters(&self) -> Result<Option<DropCounters>, EnforcerError> {
         Ok(None)
+    }
+    /// Traffic refused since the previous call, per flow (deltas; empty when the backend
+    /// does not count per flow or nothing was refused).
+    fn take_refused(&mut self) -> Result<Vec<Refused>, EnforcerError> {
+        Ok(Vec::new())
     }
 }

@@ -214,6 +214,19 @@ impl Enforcer {
         self.commit(c)
     }
 
+    /// Traffic the backend refused since the previous call, per flow.
+    pub fn take_refused(&mut self) -> Result<Vec<crate::Refused>, EnforcerError> {
+        self.backend.take_refused()
+    }
+
+    /// The exceptions of the isolation in force, `None` when not isolated.
+    pub fn exceptions_in_force(&self) -> Option<&Exceptions> {
+        self.state
+            .isolated
+            .as_ref()
+            .and(self.state.exceptions.as_ref())
+    }
+
     /// What the state file says and what the kernel has.
     pub fn status(&self) -> Result<Status, EnforcerError> {
         Ok(Status {

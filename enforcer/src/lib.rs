@@ -11,6 +11,7 @@ pub mod enforcer;
 pub mod error;
 pub mod model;
 pub mod nft;
+pub mod refused;
 pub mod state;
 
 pub use backend::{Backend, DropCounters};
@@ -18,6 +19,7 @@ pub use enforcer::{Enforcer, SELF_NAME, Status, now_unix};
 pub use error::EnforcerError;
 pub use model::{AllowRule, AllowRuleError, Exceptions, Isolation, Proto};
 pub use nft::NftBackend;
+pub use refused::Refused;
 pub use state::{Action, Change, DEFAULT_STATE_PATH, State, StateStore};
 
 /// Name of the nftables table the enforcer owns (and the only one it ever touches).

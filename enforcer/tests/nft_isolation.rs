@@ -175,6 +175,33 @@ fn isolation_blocks_all_but_management_and_allow_list_and_is_reasserted() {
         drops.output_packets > 0 && drops.input_packets > 0,
         "{drops:?}"
     );
+    // The refused attempts are counted per flow, from this host's side.
+    let refused = enf.take_refused().expect("refused");
+    let seen = |proto: u8, remote: SocketAddr, outbound: bool| {
+        refused.iter().any(|r| {
+            r.proto == proto && r.remote == remote && r.outbound == outbound && r.packets > 0
+        })
+    };
+    assert!(seen(6, s.peer_tcp, true), "tcp host->peer: {refused:?}");
+    assert!(seen(17, s.peer_udp, true), "udp host->peer: {refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.proto == 6 && !r.outbound && r.local == s.host_tcp),
+        "tcp peer->host: {refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r.proto == 1 && r.outbound),
+        "icmp host->peer: {refused:?}"
+    );
+    assert!(
+        !refused
+            .iter()
+            .any(|r| r.remote == s.jump || r.remote == s.mgmt),
+        "allowed traffic counted as refused: {refused:?}"
+    );
+    // Deltas: nothing new was refused since.
+    assert!(enf.take_refused().expect("refused").is_empty());
 
     // Other tables are untouched (their rules; counters may have moved).
     let other_now = s.other_table();

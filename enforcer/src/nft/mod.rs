@@ -1,6 +1,7 @@
 //! nftables backend: drives the real `nft` program with JSON (`nft -j -f -`), one atomic
 //! transaction per change, and only ever touches the table `inet cordon`.
 
+pub mod refused;
 pub mod ruleset;
 
 use std::ffi::OsString;
@@ -14,6 +15,7 @@ use crate::NFT_TABLE;
 use crate::backend::{Backend, DropCounters};
 use crate::error::EnforcerError;
 use crate::model::{Exceptions, Isolation};
+use crate::refused::Refused;
 use ruleset::{CHAIN_PRIORITY, CHAINS, END_COMMENT_PREFIX, drop_counter_name};
 
 /// Where `nft` usually lives; the first that exists is used, else `nft` from `PATH`.
@@ -24,6 +26,8 @@ const NFT_CANDIDATES: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
 pub struct NftBackend {
     /// Program and leading arguments; `nft`'s own arguments are appended.
     command: Vec<OsString>,
+    /// Last counters read from the refused-flow sets.
+    refused: refused::Deltas,
 }
 
 impl Default for NftBackend {
@@ -42,6 +46,7 @@ impl NftBackend {
             .unwrap_or("nft");
         NftBackend {
             command: vec![nft.into()],
+            refused: refused::Deltas::default(),
         }
     }
 
@@ -60,7 +65,10 @@ impl NftBackend {
                 detail: "empty command".into(),
             });
         }
-        Ok(NftBackend { command })
+        Ok(NftBackend {
+            command,
+            refused: refused::Deltas::default(),
+        })
     }
 
     /// True when `nft` can be run at all (used to pick the default backend).
@@ -209,11 +217,14 @@ impl Backend for NftBackend {
     }
 
     fn apply(&mut self, _iso: &Isolation, exc: &Exceptions) -> Result<(), EnforcerError> {
-        let rs = ruleset::isolation_ruleset(exc);
-        let payload = serde_json::to_string(&rs).map_err(|e| EnforcerError::NftOutput {
-            action: "serialize the isolation ruleset",
-            detail: e.to_string(),
-        })?;
+        let payload = ruleset::isolation_payload(exc)
+            .map(|v| v.to_string())
+            .map_err(|e| EnforcerError::NftOutput {
+                action: "serialize the isolation ruleset",
+                detail: e.to_string(),
+            })?;
+        // The table is recreated, and its sets' counters with it.
+        self.refused.reset();
         self.run_json("apply the isolation ruleset", &payload)
     }
 
@@ -224,6 +235,7 @@ impl Backend for NftBackend {
                 detail: e.to_string(),
             }
         })?;
+        self.refused.reset();
         self.run_json("delete table inet cordon", &payload)
     }
 
@@ -233,5 +245,12 @@ impl Backend for NftBackend {
 
     fn drop_counters(&self) -> Result<Option<DropCounters>, EnforcerError> {
         Ok(self.list_table()?.map(|v| drop_counters_of(&v)))
+    }
+
+    fn take_refused(&mut self) -> Result<Vec<Refused>, EnforcerError> {
+        Ok(match self.list_table()? {
+            Some(v) => self.refused.take(&v),
+            None => Vec::new(),
+        })
     }
 }

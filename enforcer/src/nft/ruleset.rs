@@ -59,7 +59,7 @@ fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'stati
     })
 }
 
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+pub(crate) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: Cow::Borrowed(protocol),
@@ -70,6 +70,10 @@ fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
 
 fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+pub(crate) fn meta_l4proto() -> Expression<'static> {
+    meta(MetaKey::L4proto)
 }
 
 fn s(v: impl Into<String>) -> Expression<'static> {
@@ -216,6 +220,8 @@ fn chain_rules(chain: &str, exc: &Exceptions) -> ChainRules {
     {
         rules.extend(neighbour_discovery());
     }
+    // Last before the drop: count what is about to be refused, per flow.
+    rules.extend(super::refused::update_rules(chain));
     rules
 }
 
@@ -243,6 +249,9 @@ pub fn isolation_ruleset(exc: &Exceptions) -> Nftables<'static> {
     b.add(NfListObject::Table(table()));
     b.delete(NfListObject::Table(table()));
     b.add(NfListObject::Table(table()));
+    for set in super::refused::set_objects() {
+        b.add(set);
+    }
     for (name, hook) in CHAINS {
         b.add(NfListObject::Counter(Counter {
             family: NfFamily::INet,
@@ -288,6 +297,13 @@ pub fn isolation_ruleset(exc: &Exceptions) -> Nftables<'static> {
         }
     }
     b.to_nftables()
+}
+
+/// [`isolation_ruleset`] as the JSON fed to `nft`, with the refused-flow sets' counters.
+pub fn isolation_payload(exc: &Exceptions) -> Result<serde_json::Value, serde_json::Error> {
+    let mut v = serde_json::to_value(isolation_ruleset(exc))?;
+    super::refused::add_counters(&mut v);
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -447,8 +463,19 @@ mod tests {
             assert!(t.contains(&format!(r#""counter":"drop_{chain}""#)), "{t}");
             assert!(t.contains("\"drop\""));
         }
-        // loopback + management + allow + end
-        assert_eq!(rules_of(&o, "input").len(), 4);
+        // loopback + management + allow + 4 refused-flow counters + end
+        assert_eq!(rules_of(&o, "input").len(), 8);
+        let counting: Vec<_> = rules_of(&o, "output")
+            .into_iter()
+            .filter(|r| {
+                r["comment"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("cordon count refused")
+            })
+            .collect();
+        assert_eq!(counting.len(), 4);
+        assert!(counting[0].to_string().contains(r#""set":"@refused_out4""#));
     }
 
     #[test]
