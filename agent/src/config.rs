@@ -45,14 +45,18 @@ pub struct AgentConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnforcerConfig {
-    /// "auto" (nftables when `nft` is there, else none, with a warning), "nftables", or
-    /// "none" (isolate commands are answered as not possible).
+    /// "auto" (nftables when `nft` is there, else ebpf when the agent carries its
+    /// programs, else none, with a warning), "nftables", "ebpf", or "none" (isolate
+    /// commands are answered as not possible).
     pub backend: String,
     /// Kept reachable during an isolation, besides loopback and the collectors:
     /// `10.0.0.9:22/tcp`, `10.0.0.53:53/udp`, `192.0.2.0/24`.
     pub allow: Vec<String>,
     /// Where the isolation state is kept (re-applied at start).
     pub state_file: PathBuf,
+    /// ebpf backend: directory on a BPF file system where the isolation programs' links
+    /// and maps are pinned, so isolation outlives the agent.
+    pub bpf_pin_dir: PathBuf,
 }
 
 impl Default for EnforcerConfig {
@@ -61,6 +65,7 @@ impl Default for EnforcerConfig {
             backend: "auto".into(),
             allow: Vec::new(),
             state_file: PathBuf::from(cordon_enforcer::DEFAULT_STATE_PATH),
+            bpf_pin_dir: PathBuf::from(cordon_enforcer::DEFAULT_PIN_DIR),
         }
     }
 }
@@ -302,11 +307,14 @@ impl AgentConfig {
             return Err(("host_name", "must be at most 253 bytes".into()));
         }
         let e = &self.enforcer;
-        if !matches!(e.backend.as_str(), "auto" | "nftables" | "none") {
+        if !matches!(e.backend.as_str(), "auto" | "nftables" | "ebpf" | "none") {
             return Err((
                 "enforcer.backend",
-                format!("`{}`: auto, nftables or none", e.backend),
+                format!("`{}`: auto, nftables, ebpf or none", e.backend),
             ));
+        }
+        if !e.bpf_pin_dir.is_absolute() {
+            return Err(("enforcer.bpf_pin_dir", "must be an absolute path".into()));
         }
         for a in &e.allow {
             a.parse::<cordon_enforcer::AllowRule>()

@@ -189,7 +189,7 @@ pub struct FlowRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_flags_in: Option<String>,
     pub state: FlowState,
-    /// Enforcement verdict: "forwarded" (nothing enforces yet).
+    /// Enforcement verdict: "forwarded", or "dropped" for traffic isolation refused.
     pub verdict: &'static str,
     #[serde(serialize_with = "process_json")]
     pub process: Option<Arc<ProcessInfo>>,

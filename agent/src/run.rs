@@ -30,6 +30,7 @@ fn batcher(
     tx: mpsc::Sender<Vec<cordon_wire::FlowRecord>>,
     max: usize,
     every: Duration,
+    isolation: &crate::enforce::IsolationView,
 ) {
     let mut batch = Vec::with_capacity(max);
     let mut since = Instant::now();
@@ -37,7 +38,19 @@ fn batcher(
         let wait = every.saturating_sub(since.elapsed());
         let closed = match rx.recv_timeout(wait) {
             Ok(Line::Flow(rec)) => {
-                batch.push(to_wire(&rec));
+                let mut w = to_wire(&rec);
+                // Captured while isolated and not permitted: the enforcer drops it (the
+                // capture sees egress packets before the eBPF backend's tc drop).
+                if isolation.refuses(
+                    rec.proto.number(),
+                    w.local,
+                    w.remote,
+                    rec.direction == crate::record::Direction::Outbound,
+                    w.last_seen_ns,
+                ) {
+                    w.verdict = cordon_wire::Verdict::Dropped;
+                }
+                batch.push(w);
                 false
             }
             Ok(Line::Json(v)) => {
@@ -95,14 +108,16 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     // Isolation first: a persisted one is in force again before anything connects out.
-    let enforcer = crate::enforce::open(&cfg.enforcer)?;
+    let enforcer = crate::enforce::open(&cfg)?;
+    let isolation = Arc::new(crate::enforce::IsolationView::default());
     let commands: Box<dyn crate::uplink::CommandHandler> = match &enforcer {
         Some(enf) => {
             let exc = crate::enforce::exceptions(&addrs, &cfg.enforcer);
-            crate::enforce::restore(enf, &exc)?;
+            crate::enforce::restore(enf, &exc, &isolation)?;
             Box::new(crate::enforce::EnforcerHandler {
                 enforcer: enf.clone(),
                 exceptions: exc,
+                view: isolation.clone(),
             })
         }
         None => Box::new(crate::uplink::NoEnforcer),
@@ -128,6 +143,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         stats: Default::default(),
         commands,
+        isolation: isolation.clone(),
     };
     let (out, lines) = Output::channel(cfg.capture.output_queue);
     let (batches_tx, batches_rx) = mpsc::channel(64);
@@ -135,9 +151,10 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         u.batch_max_records,
         Duration::from_millis(u.batch_interval_ms),
     );
+    let view = isolation.clone();
     let batch_thread = std::thread::Builder::new()
         .name("cordon-batcher".into())
-        .spawn(move || batcher(lines, batches_tx, max, every))
+        .spawn(move || batcher(lines, batches_tx, max, every, &view))
         .context("starting the batcher")?;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let settings = Settings {
@@ -183,7 +200,10 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
                 });
             }
         });
-        let ticker = enforcer.map(|e| tokio::spawn(crate::enforce::tick(e)));
+        let ticker = enforcer.map(|e| {
+            let (out, host) = (out.clone(), Arc::from(host.as_str()));
+            tokio::spawn(crate::enforce::supervise(e, isolation, out, host))
+        });
         let stop = Stop::on_signals(None)?;
         let captured = capture::run(settings, out, stop).await;
         inventory_task.abort();

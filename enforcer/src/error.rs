@@ -36,6 +36,9 @@ pub enum EnforcerError {
     /// The state file exists but is not valid.
     #[error("state file {path} is not valid: {detail}")]
     StateInvalid { path: PathBuf, detail: String },
+    /// Loading, attaching, pinning or reading the eBPF isolation programs failed.
+    #[error("eBPF enforcement: {0}")]
+    Ebpf(String),
     /// A request was rejected before anything was changed.
     #[error("invalid {field}: {detail}")]
     Invalid { field: &'static str, detail: String },

@@ -7,6 +7,7 @@
 //! (fail closed); `tick` re-asserts it if someone flushes it. See `docs/enforcer.md`.
 
 pub mod backend;
+pub mod ebpf;
 pub mod enforcer;
 pub mod error;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod refused;
 pub mod state;
 
 pub use backend::{Backend, DropCounters};
+pub use ebpf::{DEFAULT_PIN_DIR, EbpfBackend};
 pub use enforcer::{Enforcer, SELF_NAME, Status, now_unix};
 pub use error::EnforcerError;
 pub use model::{AllowRule, AllowRuleError, Exceptions, Isolation, Proto};

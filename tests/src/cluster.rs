@@ -40,6 +40,19 @@ pub struct Cluster {
     pub fingerprint: String,
     /// The collector running now.
     pub collector_pid: u32,
+    /// The agents' enforcer backend ("nftables" or "ebpf"), read by `enroll_all`.
+    pub enforcer_backend: &'static str,
+    /// The agents' `enforcer.allow` list, read by `enroll_all`.
+    pub agent_allow: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The eBPF backend's pins outlive the agents (as they must); unpinning detaches.
+        if self.enforcer_backend == "ebpf" {
+            let _ = fs::remove_dir_all(self.pin_base());
+        }
+    }
 }
 
 impl Cluster {
@@ -77,6 +90,8 @@ impl Cluster {
             admin_token: dir.join("admin.token").to_string_lossy().into_owned(),
             fingerprint: String::new(),
             collector_pid: 0,
+            enforcer_backend: "nftables",
+            agent_allow: Vec::new(),
         };
         let (pid, log) = c.start_collector(1);
         c.collector_pid = pid;
@@ -149,6 +164,31 @@ impl Cluster {
         self.dir.join(&h.name)
     }
 
+    /// Where this lab's eBPF enforcers pin their programs (one directory per host).
+    pub fn pin_base(&self) -> PathBuf {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        PathBuf::from("/sys/fs/bpf").join(format!("cordon-lab-{name}"))
+    }
+
+    fn enforcer_toml(&self, h: &FleetHost) -> String {
+        let mut t = format!("backend = \"{}\"\n", self.enforcer_backend);
+        if self.enforcer_backend == "ebpf" {
+            t += &format!(
+                "bpf_pin_dir = \"{}\"\n",
+                self.pin_base().join(&h.name).display()
+            );
+        }
+        if !self.agent_allow.is_empty() {
+            let list: Vec<String> = self
+                .agent_allow
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect();
+            t += &format!("allow = [{}]\n", list.join(", "));
+        }
+        t
+    }
+
     pub fn agent_cfg(&self, h: &FleetHost) -> String {
         self.agent_dir(h)
             .join("agent.toml")
@@ -174,7 +214,8 @@ impl Cluster {
                      collectors = [\"{COLLECTOR_IP}:{AGENT_PORT}\"]\nca_file = \"{d}/ca.pem\"\n\
                      cert_file = \"{d}/agent.pem\"\nkey_file = \"{d}/agent.key\"\n\
                      spool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n\
-                     [enforcer]\nbackend = \"nftables\"\nstate_file = \"{d}/enforcer.json\"\n",
+                     [enforcer]\n{enf}state_file = \"{d}/enforcer.json\"\n",
+                    enf = self.enforcer_toml(h),
                     name = h.name,
                     cg = h.cgroup.display(),
                     d = d.display()

@@ -145,6 +145,7 @@ async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
         stats: Default::default(),
         commands: Box::new(cordon_agent::uplink::NoEnforcer),
+        isolation: Default::default(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let agent = tokio::spawn(async move {

@@ -6,11 +6,13 @@
 #![no_std]
 
 mod config;
+mod enforce;
 mod events;
 mod flow;
 mod identity;
 
 pub use config::*;
+pub use enforce::*;
 pub use events::*;
 pub use flow::*;
 pub use identity::*;

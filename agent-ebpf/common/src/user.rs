@@ -1,8 +1,8 @@
 //! User-space helpers: `aya::Pod` so the types can be read from maps and ring buffers,
 //! and byte-level decoding of ring-buffer records.
 use crate::{
-    EVENT_EXEC, EVENT_EXIT, EVENT_FLOW, ExecEvent, ExitEvent, FlowCounters, FlowEvent, FlowKey,
-    ListenKey, ProcIdentity, ProgConfig,
+    AllowEntry, EVENT_EXEC, EVENT_EXIT, EVENT_FLOW, EnforceConfig, ExecEvent, ExitEvent,
+    FlowCounters, FlowEvent, FlowKey, ListenKey, ProcIdentity, ProgConfig, RefusedCounters,
 };
 
 // SAFETY: all of these are #[repr(C)] plain data with explicit padding and no invalid bit
@@ -12,6 +12,9 @@ unsafe impl aya::Pod for FlowCounters {}
 unsafe impl aya::Pod for ProcIdentity {}
 unsafe impl aya::Pod for ListenKey {}
 unsafe impl aya::Pod for ProgConfig {}
+unsafe impl aya::Pod for EnforceConfig {}
+unsafe impl aya::Pod for AllowEntry {}
+unsafe impl aya::Pod for RefusedCounters {}
 
 /// A decoded ring-buffer record (the large exec record is boxed).
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@
 //! flows of short-lived processes are still attributed; a recycled pid is detected by
 //! comparing the process's start time with the time the socket was used.
 mod cgroups;
-mod procinfo;
+pub mod procinfo;
 mod users;
 
 use std::{

@@ -72,7 +72,11 @@ pub fn to_wire(r: &FlowRecord) -> wire::FlowRecord {
             flag_bits(r.tcp_flags_in.as_deref()),
         ),
         closed: r.state == FlowState::Closed,
-        verdict: wire::Verdict::Forwarded,
+        verdict: if r.verdict == "dropped" {
+            wire::Verdict::Dropped
+        } else {
+            wire::Verdict::Forwarded
+        },
         process: r.process.as_deref().map(process),
         unattributed_reason: r.unattributed_reason.map(str::to_string),
     }

@@ -55,6 +55,9 @@ pub struct Uplink {
     pub stats: UplinkStats,
     /// Carries out the collector's commands (isolate, release).
     pub commands: Box<dyn CommandHandler>,
+    /// Isolation as the enforcer last saw it: a change made locally (expiry, break-glass
+    /// release, re-assertion) is reported to the collector within a second.
+    pub isolation: std::sync::Arc<crate::enforce::IsolationView>,
 }
 
 /// How a connection ended.
@@ -182,8 +185,20 @@ impl Uplink {
             self.stats.batches_sent += 1;
         }
         let mut inventory_open = true;
+        let mut reported = self.isolation.generation();
+        let mut state_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = state_check.tick() => {
+                    let g = self.isolation.generation();
+                    if g != reported {
+                        reported = g;
+                        let state = Message::EnforcementState(self.commands.state());
+                        if let Err(e) = write_message(&mut send, &state).await {
+                            return Ended::Lost(e.to_string());
+                        }
+                    }
+                }
                 changed = self.inventory.changed(), if inventory_open => {
                     if changed.is_err() {
                         inventory_open = false;
@@ -225,6 +240,7 @@ impl Uplink {
                         tracing::info!(id = c.id, kind = ?c.kind, "command received");
                         let result = self.commands.handle(&c);
                         tracing::info!(id = c.id, ok = result.ok, message = %result.message, "command done");
+                        reported = self.isolation.generation();
                         let state = Message::EnforcementState(self.commands.state());
                         for m in [Message::CommandResult(result), state] {
                             if let Err(e) = write_message(&mut send, &m).await {

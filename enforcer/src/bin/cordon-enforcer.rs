@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cordon_enforcer::{
-    AllowRule, Change, DEFAULT_STATE_PATH, Enforcer, Exceptions, Isolation, NftBackend, now_unix,
+    AllowRule, Backend, Change, DEFAULT_PIN_DIR, DEFAULT_STATE_PATH, EbpfBackend, Enforcer,
+    Exceptions, Isolation, NftBackend, now_unix,
 };
 
 #[derive(Parser)]
@@ -21,6 +22,9 @@ struct Cli {
     /// State file of the enforcer.
     #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_STATE_PATH, env = "CORDON_ENFORCER_STATE")]
     state: PathBuf,
+    /// Pin directory of the eBPF backend (`enforcer.bpf_pin_dir` of the agent).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_PIN_DIR, env = "CORDON_BPF_PIN_DIR")]
+    bpf_pin_dir: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -116,8 +120,16 @@ fn main() -> Result<()> {
             "cordon-enforcer must run as root (it reads and changes the kernel's nftables ruleset); try: sudo cordon-enforcer ..."
         );
     }
-    let backend = NftBackend::new();
-    let mut enf = Enforcer::new(Box::new(backend), &cli.state)
+    // The backend that holds an isolation: the eBPF one when it has pins (it is only
+    // ever cleared or inspected from here), else nftables.
+    let ebpf = EbpfBackend::new(None, cli.bpf_pin_dir.clone(), PathBuf::new());
+    let use_ebpf = ebpf.has_pins();
+    let backend: Box<dyn Backend> = if use_ebpf {
+        Box::new(ebpf)
+    } else {
+        Box::new(NftBackend::new())
+    };
+    let mut enf = Enforcer::new(backend, &cli.state)
         .with_context(|| format!("cannot open the state file {}", cli.state.display()))?;
     match cli.cmd {
         Cmd::Status { json } => {
@@ -158,6 +170,13 @@ fn main() -> Result<()> {
             }
             let by = format!("local:{}", invoker());
             let c = enf.release(&reason, &by).context("release failed")?;
+            // Whatever the other backend may hold goes too: break-glass means open.
+            if use_ebpf {
+                let mut nft = NftBackend::new();
+                if nft.available() && nft.in_force().unwrap_or(false) {
+                    nft.clear().context("removing the nftables ruleset")?;
+                }
+            }
             syslog(&format!(
                 "break-glass release by {by}: {reason} ({:?}, command {:?})",
                 c.action, c.command_id

@@ -106,6 +106,10 @@ pub fn load_and_attach(
 
     let cgroup = File::open(&target.path)
         .with_context(|| format!("opening cgroup {}", target.path.display()))?;
+    // On kernels with cgroup bpf links (5.7+) aya attaches through a link, which the
+    // kernel always treats as one of several programs (the eBPF enforcer adds its own
+    // connect4/6 and sendmsg4/6 to the same cgroup); links take no flags, so any other
+    // mode fails there with EINVAL.
     let mode = CgroupAttachMode::Single;
     for (name, kind) in SKB {
         let prog: &mut CgroupSkb = program(&mut ebpf, name)?.try_into()?;
