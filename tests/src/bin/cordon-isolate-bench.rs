@@ -4,7 +4,7 @@
 //! to the first failed probe is the figure. Then release, and wait until probes succeed
 //! again. Repeated `--cycles` times; prints p50 and p99.
 //!
-//!   cordon-isolate-bench [--cycles 30]
+//!   cordon-isolate-bench [--cycles 30] [--backend nftables|ebpf]
 use std::{
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
@@ -20,6 +20,9 @@ use cordon_tests::{
 struct Args {
     #[arg(long, default_value_t = 30)]
     cycles: usize,
+    /// The agents' enforcer backend.
+    #[arg(long, default_value = "nftables", value_parser = ["nftables", "ebpf"])]
+    backend: String,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -28,7 +31,12 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let c = Cluster::start("isolate-bench", 2, "");
+    let mut c = Cluster::start("isolate-bench", 2, "");
+    c.enforcer_backend = if a.backend == "ebpf" {
+        "ebpf"
+    } else {
+        "nftables"
+    };
     c.enroll_all();
     let (h1, h2) = (c.fleet.host("h1"), c.fleet.host("h2"));
     let agents: Vec<_> = [h1, h2].iter().map(|h| c.start_agent(h, 1)).collect();
