@@ -157,6 +157,8 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         .spawn(move || batcher(lines, batches_tx, max, every, &view))
         .context("starting the batcher")?;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    // Refused traffic from the enforcer, attributed by the capture's process cache.
+    let (attribute_tx, attribute_rx) = mpsc::channel(16);
     let settings = Settings {
         host: Arc::from(host.as_str()),
         cgroup: (!cfg.capture.cgroup_path.as_os_str().is_empty())
@@ -165,6 +167,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         stats_on_exit: true,
         selftest_connect: None,
         started: Some(started_tx),
+        attribute: Some(attribute_rx),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,7 +205,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         });
         let ticker = enforcer.map(|e| {
             let (out, host) = (out.clone(), Arc::from(host.as_str()));
-            tokio::spawn(crate::enforce::supervise(e, isolation, out, host))
+            tokio::spawn(crate::enforce::supervise(e, isolation, out, attribute_tx, host))
         });
         let stop = Stop::on_signals(None)?;
         let captured = capture::run(settings, out, stop).await;

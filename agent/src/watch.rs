@@ -69,6 +69,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         stats_on_exit: args.stats_on_exit,
         selftest_connect: args.selftest_connect,
         started: None,
+        attribute: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

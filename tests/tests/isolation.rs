@@ -162,12 +162,13 @@ fn scenario(backend: &'static str) {
     let rows = rejected(&c, h1, 8080);
     if backend == "ebpf" {
         // Refused at connect(), before any packet: no local address yet, and the process
-        // that tried is known (curl has exited by the time its exe could be read, so only
-        // its pid goes to the collector).
+        // that tried is known (curl exits at once; the capture's process cache still
+        // knows its exe).
         assert!(
             rows.iter().any(|r| r["direction"] == "outbound"
                 && r["local_port"] == 0
-                && r["pid"].as_u64().is_some_and(|p| p > 0)),
+                && r["pid"].as_u64().is_some_and(|p| p > 0)
+                && r["exe"].as_str().is_some_and(|e| e.ends_with("curl"))),
             "refused connect without its process: {rows:?}"
         );
     } else {

@@ -65,6 +65,40 @@ pub struct Settings {
     pub selftest_connect: Option<std::net::SocketAddr>,
     /// Told which capture ("ebpf" or "procfs") started, once it has.
     pub started: Option<tokio::sync::oneshot::Sender<&'static str>>,
+    /// Records from outside the capture (the enforcer's refused traffic) whose process is
+    /// known only by pid: the capture fills in what its process cache knows (a program
+    /// that was refused and exited at once), then sends them on with its own.
+    pub attribute: Option<tokio::sync::mpsc::Receiver<Vec<crate::record::FlowRecord>>>,
+}
+
+/// The next message of an optional channel; never ready without one (or once closed).
+pub async fn recv_or_pending<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(v) => Some(v),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Fills in the process of records known by pid only, from the cache.
+pub fn attribute(procs: &ProcessCache, recs: Vec<crate::record::FlowRecord>, out: &Output) {
+    for mut rec in recs {
+        let known = rec
+            .process
+            .as_ref()
+            .filter(|p| p.exe.is_none())
+            .and_then(|p| procs.recent(p.pid));
+        if let Some(info) = known {
+            rec.process = Some(info);
+            rec.unattributed_reason = None;
+        }
+        out.send(Line::Flow(rec));
+    }
 }
 
 fn announce(s: &mut Settings, capture: &'static str) {
@@ -141,7 +175,7 @@ pub async fn run(mut s: Settings, output: Output, stop: Stop) -> anyhow::Result<
                     drain: Duration::from_millis(s.capture.drain_interval_ms),
                     poll: Duration::from_millis(s.capture.poll_interval_ms),
                 };
-                let res = cap.run(iv, stop).await;
+                let res = cap.run(iv, stop, s.attribute.take()).await;
                 if s.stats_on_exit {
                     output.send(Line::Json(
                         cap.pipe.stats_json("ebpf", Some(cap.maps.kernel_stats())),
@@ -178,7 +212,11 @@ pub async fn run(mut s: Settings, output: Output, stop: Stop) -> anyhow::Result<
     announce(&mut s, "procfs");
     spawn_selftest(s.selftest_connect);
     let res = cap
-        .run(Duration::from_millis(s.capture.poll_interval_ms), stop)
+        .run(
+            Duration::from_millis(s.capture.poll_interval_ms),
+            stop,
+            s.attribute.take(),
+        )
         .await;
     if s.stats_on_exit {
         output.send(Line::Json(

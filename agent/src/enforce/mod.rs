@@ -113,7 +113,13 @@ pub fn restore(enf: &SharedEnforcer, exc: &Exceptions, view: &IsolationView) -> 
 
 /// Every second until the task is dropped: expiry, re-assertion and local (break-glass)
 /// changes, then the traffic refused since the last round, sent on as "dropped" records.
-pub async fn supervise(enf: SharedEnforcer, view: Arc<IsolationView>, out: Output, host: Arc<str>) {
+pub async fn supervise(
+    enf: SharedEnforcer,
+    view: Arc<IsolationView>,
+    out: Output,
+    attribute: tokio::sync::mpsc::Sender<Vec<crate::record::FlowRecord>>,
+    host: Arc<str>,
+) {
     let mut t = tokio::time::interval(Duration::from_secs(1));
     let mut last = Instant::now();
     loop {
@@ -138,12 +144,22 @@ pub async fn supervise(enf: SharedEnforcer, view: Arc<IsolationView>, out: Outpu
         let window = last.elapsed();
         last = Instant::now();
         match res {
-            Ok(Ok(refused)) => {
-                for rec in refused::records(&host, &refused, window) {
-                    // A full queue counts the record as dropped (capture statistics).
-                    out.send(Line::Flow(rec));
+            Ok(Ok(refused)) if !refused.is_empty() => {
+                let recs = refused::records(&host, &refused, window);
+                // Through the capture, which knows processes that have already exited;
+                // straight out if it cannot take them now (a full output queue counts
+                // the record as dropped, in the capture statistics).
+                if let Err(e) = attribute.try_send(recs) {
+                    let recs = match e {
+                        tokio::sync::mpsc::error::TrySendError::Full(r)
+                        | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
+                    };
+                    for rec in recs {
+                        out.send(Line::Flow(rec));
+                    }
                 }
             }
+            Ok(Ok(_)) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "enforcer check failed"),
             Err(err) => tracing::warn!(error = %err, "enforcer check panicked"),
         }

@@ -192,6 +192,12 @@ impl ProcessCache {
         Arc::new(info)
     }
 
+    /// What the cache knows of `pid`, even if it has exited since (kept for a grace
+    /// period): a process that tried something and ended at once is still known.
+    pub fn recent(&self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        self.entries.get(&pid).map(|e| e.info.clone())
+    }
+
     /// The process with this pid as /proc shows it now (procfs capture).
     pub fn resolve_pid(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
         if let Some(e) = self.entries.get(&pid)

@@ -22,14 +22,14 @@ use cordon_abi::{
     DecodeError, Event, FlowEvent, FlowKey, ORIGIN_LOCAL, ORIGIN_REMOTE, OWNER_NONE, ProcIdentity,
     STAT_NAMES, STATS_LEN,
 };
-use tokio::io::unix::AsyncFd;
+use tokio::{io::unix::AsyncFd, sync::mpsc::Receiver};
 
 pub use load::load_and_attach;
 
 use super::{Stop, clock::Clock, pipeline::Pipeline, procfs::SocketOwnerLookup};
 use crate::{
     flows::{FlowStart, Update},
-    record::{Direction, FlowId},
+    record::{Direction, FlowId, FlowRecord},
 };
 
 /// The loaded programs' maps, taken out of the `Ebpf` (which must outlive them).
@@ -117,7 +117,12 @@ const EVENT_GRACE_NS: u64 = 100_000_000;
 
 impl EbpfCapture {
     /// Runs until `stop` fires; then reports every open flow as ended.
-    pub async fn run(&mut self, iv: Intervals, mut stop: Stop) -> anyhow::Result<()> {
+    pub async fn run(
+        &mut self,
+        iv: Intervals,
+        mut stop: Stop,
+        mut attribute: Option<Receiver<Vec<FlowRecord>>>,
+    ) -> anyhow::Result<()> {
         let mut drain = tokio::time::interval(iv.drain);
         let mut poll = tokio::time::interval(iv.poll);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,6 +135,11 @@ impl EbpfCapture {
                     self.drain();
                 }
                 _ = drain.tick() => self.drain(),
+                Some(recs) = super::recv_or_pending(&mut attribute) => {
+                    // The exec of a short-lived program may still be in the ring buffer.
+                    self.drain();
+                    super::attribute(&self.pipe.procs, recs, &self.pipe.output);
+                }
                 _ = poll.tick() => {
                     self.drain();
                     self.poll();

@@ -98,11 +98,19 @@ pub struct ProcfsCapture {
 }
 
 impl ProcfsCapture {
-    pub async fn run(&mut self, poll: Duration, mut stop: Stop) -> anyhow::Result<()> {
+    pub async fn run(
+        &mut self,
+        poll: Duration,
+        mut stop: Stop,
+        mut attribute: Option<tokio::sync::mpsc::Receiver<Vec<crate::record::FlowRecord>>>,
+    ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(poll);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.poll(),
+                Some(recs) = super::recv_or_pending(&mut attribute) => {
+                    super::attribute(&self.pipe.procs, recs, &self.pipe.output);
+                }
                 _ = stop.fired() => break,
             }
         }
