@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod outputs;
 pub mod pki;
 pub mod policy;
+pub mod response;
 pub mod serve;
 pub mod store;
 pub mod tokens;

@@ -158,6 +158,19 @@ impl Store {
         )? == 1)
     }
 
+    /// Puts an envelope (a playbook's notification) in the outbox for every output.
+    pub fn queue_envelope(
+        &mut self,
+        env: &crate::outputs::Envelope,
+        now_ns: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO alert_outbox (key_id, envelope, created_ns) VALUES (?1, ?2, ?3)",
+            params![env.key, env.hec.to_string(), ns(now_ns)],
+        )?;
+        Ok(())
+    }
+
     /// Up to `limit` outbox entries after `after_id`, in order.
     pub fn outbox_after(
         &self,

@@ -78,6 +78,42 @@ pub struct HostEnforcement<'a> {
     pub reason: &'a str,
 }
 
+/// Inserts a pending command and its audit entry in `tx`; `None` if there is no such host.
+pub(super) fn insert_command(
+    tx: &rusqlite::Transaction<'_>,
+    agent_id: &str,
+    c: &NewCommand,
+    now_ns: u64,
+) -> Result<Option<i64>, StoreError> {
+    let Some(host_id): Option<i64> = tx
+        .query_row(
+            "SELECT id FROM hosts WHERE agent_id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    tx.execute(
+        "INSERT INTO commands (host_id, kind, body, created_ns, created_by, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+        params![host_id, c.kind, c.body.to_string(), ns(now_ns), c.by],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO audit (ts_ns, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            ns(now_ns),
+            c.by,
+            format!("{}.requested", c.kind),
+            agent_id,
+            serde_json::json!({"command_id": id, "command": c.body}).to_string()
+        ],
+    )?;
+    Ok(Some(id))
+}
+
 impl Store {
     /// Appends to the audit log.
     pub fn audit(
@@ -123,32 +159,9 @@ impl Store {
         now_ns: u64,
     ) -> Result<Option<CommandRow>, StoreError> {
         let tx = self.write_tx()?;
-        let Some(host_id): Option<i64> = tx
-            .query_row(
-                "SELECT id FROM hosts WHERE agent_id = ?1",
-                [agent_id],
-                |r| r.get(0),
-            )
-            .optional()?
-        else {
+        let Some(id) = insert_command(&tx, agent_id, c, now_ns)? else {
             return Ok(None);
         };
-        tx.execute(
-            "INSERT INTO commands (host_id, kind, body, created_ns, created_by, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-            params![host_id, c.kind, c.body.to_string(), ns(now_ns), c.by],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO audit (ts_ns, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                ns(now_ns),
-                c.by,
-                format!("{}.requested", c.kind),
-                agent_id,
-                serde_json::json!({"command_id": id, "command": c.body}).to_string()
-            ],
-        )?;
         let row = tx.query_row(&format!("{COMMAND} WHERE c.id = ?1"), [id], command_row)?;
         tx.commit()?;
         Ok(Some(row))

@@ -9,6 +9,7 @@ mod commands;
 mod flows;
 mod hosts;
 mod policies;
+mod runs;
 mod tokens;
 
 use std::path::Path;
@@ -21,9 +22,10 @@ pub use commands::{AuditRow, CommandRow, HostEnforcement, NewCommand};
 pub use flows::{FlowFilter, FlowRow, MAX_LIMIT as MAX_FLOW_LIMIT};
 pub use hosts::HostRow;
 pub use policies::{PolicyRow, PublishRefusal};
+pub use runs::{ApprovalRow, Next, RunRow, RunStepRow, StepRecord};
 pub use tokens::{Scope, TokenInfo, TokenRefusal};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -171,11 +173,12 @@ impl Store {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 4] = [
+        let steps: [(i64, &str); 5] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
             (3, include_str!("schema_v3.sql")),
             (4, include_str!("schema_v4.sql")),
+            (5, include_str!("schema_v5.sql")),
         ];
         for (to, sql) in steps {
             if version < to {
