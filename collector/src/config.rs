@@ -23,6 +23,7 @@ pub struct CollectorConfig {
     pub api: ApiConfig,
     pub alerts: crate::alerts::AlertSettings,
     pub outputs: crate::outputs::OutputsConfig,
+    pub response: crate::response::config::ResponseConfig,
 }
 
 /// `[api]`: the REST API (`/api/v1/...`, `/metrics`).
@@ -59,6 +60,7 @@ impl Default for CollectorConfig {
             api: ApiConfig::default(),
             alerts: Default::default(),
             outputs: Default::default(),
+            response: Default::default(),
         }
     }
 }
@@ -109,6 +111,9 @@ impl CollectorConfig {
         if !cfg.data_dir.is_absolute() {
             return Err(bad("data_dir", "must be an absolute path"));
         }
+        cfg.response
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 }

@@ -86,9 +86,25 @@ fn main() -> ExitCode {
         )
         .init();
     let res = match Cli::parse().command {
-        Command::Validate { config } => {
-            CollectorConfig::load(&config).map(|_| println!("{}: valid", config.display()))
-        }
+        Command::Validate { config } => CollectorConfig::load(&config).and_then(|cfg| {
+            let r = &cfg.response;
+            if !r.playbook_dir.as_os_str().is_empty() {
+                let avail = cordon_collector::response::connect::integrations(r)?.available();
+                let (ok, errors) =
+                    cordon_collector::response::playbook::load_dir(&r.playbook_dir, &avail);
+                for p in &ok {
+                    println!("playbook {}: valid ({} steps)", p.name, p.steps.len());
+                }
+                if let Some(first) = errors.first() {
+                    for e in &errors[1..] {
+                        eprintln!("{e}");
+                    }
+                    anyhow::bail!("{first}");
+                }
+            }
+            println!("{}: valid", config.display());
+            Ok(())
+        }),
         Command::SignAgent {
             config,
             id,

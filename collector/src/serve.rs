@@ -45,6 +45,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let metrics_for_outputs = metrics.clone();
     let live = Arc::new(Live::default());
+    let live_for_response = live.clone();
     let policy = PolicyState::new();
     match store.lock() {
         Ok(s) => policy.reload(&s)?,
@@ -97,6 +98,13 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         &metrics_for_outputs,
         &stop_outputs,
     )?;
+    let engine = start_response(
+        &cfg,
+        open()?,
+        &live_for_response,
+        &compliance,
+        &stop_outputs,
+    )?;
     let retention = tokio::spawn(retention(store, cfg.retention_hours));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -112,10 +120,46 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     endpoint.wait_idle().await;
     stop_outputs.store(true, std::sync::atomic::Ordering::Relaxed);
     compliance.outbox.notify();
-    for t in outputs {
+    for t in outputs.into_iter().chain(engine) {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     Ok(())
+}
+
+/// The playbook engine, when a playbook directory is configured. A playbook that does not
+/// validate is skipped with an error naming its file, line and reason (`cordon-collector
+/// validate` refuses it); the others run.
+fn start_response(
+    cfg: &CollectorConfig,
+    store: Arc<Mutex<Store>>,
+    live: &Arc<Live>,
+    compliance: &WriterCompliance,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    let r = &cfg.response;
+    if r.playbook_dir.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let integrations = crate::response::connect::integrations(r)?;
+    let (playbooks, errors) =
+        crate::response::playbook::load_dir(&r.playbook_dir, &integrations.available());
+    for e in &errors {
+        tracing::error!(error = %e, "playbook refused");
+    }
+    for p in &playbooks {
+        tracing::info!(playbook = %p.name, steps = p.steps.len(), "playbook loaded");
+    }
+    let engine = crate::response::engine::Engine {
+        store,
+        live: live.clone(),
+        playbooks,
+        integrations,
+        outbox: compliance.outbox.clone(),
+        alerts: cfg.alerts.clone(),
+        public_url: (!r.public_url.is_empty()).then(|| r.public_url.clone()),
+        clock: Box::new(crate::ingest::now_ns),
+    };
+    Ok(Some(engine.spawn(stop.clone(), compliance.outbox.clone())?))
 }
 
 /// One dispatcher thread per configured output.
@@ -140,7 +184,15 @@ fn start_outputs(
         wake: compliance.outbox.clone(),
         metrics: metrics.clone(),
         stop: stop.clone(),
-        all_sinks: sinks.iter().map(|s| s.name()).collect(),
+        // The playbook engine reads the outbox too: entries stay until it has them.
+        all_sinks: sinks
+            .iter()
+            .map(|s| s.name())
+            .chain(
+                (!cfg.response.playbook_dir.as_os_str().is_empty())
+                    .then_some(crate::response::engine::SINK),
+            )
+            .collect(),
     };
     let mut threads = Vec::new();
     for s in sinks {

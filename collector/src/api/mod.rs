@@ -11,6 +11,7 @@ mod flows;
 mod hosts;
 mod openapi;
 mod policies;
+mod runs;
 mod tokens;
 
 use std::sync::{Arc, Mutex};
@@ -118,6 +119,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts/{key}/mute", post(alerts::mute))
         .route("/api/v1/alerts/{key}/unmute", post(alerts::unmute))
         .route("/api/v1/flows", get(flows::query))
+        .route("/api/v1/runs", get(runs::list))
+        .route("/api/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/approvals", get(runs::approvals))
+        .route("/api/v1/approvals/{id}/approve", post(runs::approve))
+        .route("/api/v1/approvals/{id}/deny", post(runs::deny))
+        .route("/api/v1/approvals/{id}/link", get(runs::link))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}/revoke", post(tokens::revoke))
         .route("/metrics", get(metrics))

@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{alerts, commands, error::ErrorBody, flows, hosts, policies, tokens};
+use super::{alerts, commands, error::ErrorBody, flows, hosts, policies, runs, tokens};
 
 struct BearerToken;
 
@@ -27,7 +27,8 @@ impl Modify for BearerToken {
         tokens::create, tokens::list, tokens::revoke, policies::apply, policies::list,
         policies::show, policies::diff, policies::publish, alerts::list, alerts::snooze,
         alerts::mute, alerts::unmute, commands::isolate, commands::release, commands::list,
-        commands::audit),
+        commands::audit, runs::list, runs::show, runs::approvals, runs::approve, runs::deny,
+        runs::link),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken)
 )]

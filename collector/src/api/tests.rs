@@ -305,3 +305,131 @@ async fn openapi_document_and_metrics_are_served() {
     let (s, _) = call(format!("{}/api/v2/nothing", api.base), None, None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn approvals_are_decided_once_by_the_console_or_by_a_one_time_link() {
+    let api = api().await;
+    let url = |p: &str| format!("{}{p}", api.base);
+    let now = crate::ingest::now_ns();
+    let token = crate::response::approval_link::new_token();
+    let (console, link) = {
+        let mut s = api.store.lock().expect("store");
+        let mut ids = Vec::new();
+        for (key, via, hash) in [
+            ("k1", "console", None),
+            (
+                "k2",
+                "link",
+                Some(crate::response::approval_link::hash(&token)),
+            ),
+        ] {
+            let run = s
+                .start_run("pb", key, "web-1", "web-1", &json!({}), "ask", now)
+                .expect("run")
+                .expect("new run");
+            let row = s.run(run).expect("run").expect("row");
+            let id = s
+                .request_approval(
+                    &row,
+                    via,
+                    "alice",
+                    "Isolate web-1?",
+                    now + 60_000_000_000,
+                    hash.as_deref(),
+                    &json!({}),
+                    now,
+                )
+                .expect("approval");
+            ids.push(id);
+        }
+        (ids[0], ids[1])
+    };
+    let (st, list) = call(
+        url("/api/v1/approvals?state=pending"),
+        Some(api.admin.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, list.as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{list}"
+    );
+    assert!(
+        list.to_string().find("link_hash").is_none(),
+        "the link hash is never served"
+    );
+    // Console: approve needs an admin token; the second answer is a conflict.
+    let (st, _) = call(
+        url(&format!("/api/v1/approvals/{console}/approve")),
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, a) = call(
+        url(&format!("/api/v1/approvals/{console}/approve")),
+        Some(api.admin.clone()),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (st, a["state"].as_str(), a["decided_by"].as_str()),
+        (200, Some("approved"), Some("test admin"))
+    );
+    let (st, e) = call(
+        url(&format!("/api/v1/approvals/{console}/deny")),
+        Some(api.admin.clone()),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 409, "{e}");
+    // Link: a wrong token is refused; the right one decides once, without an API token.
+    let (st, _) = call(
+        url(&format!(
+            "/api/v1/approvals/{link}/link?token=beef&decision=deny"
+        )),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, _) = call(
+        url(&format!(
+            "/api/v1/approvals/{console}/link?token={token}&decision=deny"
+        )),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 403, "a token only opens its own approval");
+    let (st, a) = call(
+        url(&format!(
+            "/api/v1/approvals/{link}/link?token={token}&decision=deny"
+        )),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, a["state"].as_str(), a["decided_by"].as_str()),
+        (200, Some("denied"), Some("link:alice"))
+    );
+    let (st, _) = call(
+        url(&format!(
+            "/api/v1/approvals/{link}/link?token={token}&decision=approve"
+        )),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "one-time");
+    let (st, runs) = call(url("/api/v1/runs"), Some(api.admin.clone()), None).await;
+    assert_eq!((st, runs.as_array().map(Vec::len)), (200, Some(2)));
+    let (st, d) = call(url("/api/v1/runs/1"), Some(api.admin.clone()), None).await;
+    assert_eq!(
+        (st, d["approvals"][0]["state"].as_str()),
+        (200, Some("approved")),
+        "{d}"
+    );
+}

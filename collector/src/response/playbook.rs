@@ -688,8 +688,21 @@ fn no_cycles(steps: &[Step]) -> Result<(), String> {
     Ok(())
 }
 
-/// Every `*.yaml`/`*.yml` in `dir`, in name order; the first bad file stops the load.
-pub fn load_dir(dir: &Path, avail: &Available) -> Result<Vec<Playbook>, PlaybookError> {
+fn file_error(file: &Path, message: String) -> PlaybookError {
+    PlaybookError {
+        file: file.display().to_string(),
+        error: PolicyError {
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        },
+    }
+}
+
+/// Every `*.yaml`/`*.yml` in `dir`, in name order: the playbooks that validate, and an
+/// error for each file that does not (the caller decides whether that is fatal).
+pub fn load_dir(dir: &Path, avail: &Available) -> (Vec<Playbook>, Vec<PlaybookError>) {
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(Result::ok)
@@ -697,46 +710,42 @@ pub fn load_dir(dir: &Path, avail: &Available) -> Result<Vec<Playbook>, Playbook
             .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
             .collect(),
         Err(e) => {
-            return Err(PlaybookError {
-                file: dir.display().to_string(),
-                error: PolicyError {
-                    line: 0,
-                    column: 0,
-                    field: String::new(),
-                    message: format!("cannot read the playbook directory: {e}"),
-                },
-            });
+            return (
+                Vec::new(),
+                vec![file_error(
+                    dir,
+                    format!("cannot read the playbook directory: {e}"),
+                )],
+            );
         }
     };
     files.sort();
     let mut out: Vec<Playbook> = Vec::new();
+    let mut errors = Vec::new();
     for f in files {
-        let file = f.display().to_string();
-        let text = std::fs::read_to_string(&f).map_err(|e| PlaybookError {
-            file: file.clone(),
-            error: PolicyError {
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: e.to_string(),
-            },
-        })?;
-        let pb = parse(&text, avail).map_err(|error| PlaybookError {
-            file: file.clone(),
-            error,
-        })?;
-        if out.iter().any(|p| p.name == pb.name) {
-            return Err(PlaybookError {
-                file,
+        let text = match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(file_error(&f, e.to_string()));
+                continue;
+            }
+        };
+        match parse(&text, avail) {
+            Ok(pb) if out.iter().any(|p| p.name == pb.name) => errors.push(PlaybookError {
+                file: f.display().to_string(),
                 error: PolicyError {
                     line: 1,
                     column: 1,
                     field: "field `name`: ".into(),
                     message: format!("`{}` is used by another playbook", pb.name),
                 },
-            });
+            }),
+            Ok(pb) => out.push(pb),
+            Err(error) => errors.push(PlaybookError {
+                file: f.display().to_string(),
+                error,
+            }),
         }
-        out.push(pb);
     }
-    Ok(out)
+    (out, errors)
 }

@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use crate::{FlowArgs, client::Client, table};
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -11,7 +11,7 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cordon`: the operator's CLI over the collector's REST API.
 mod client;
 mod commands;
+mod runs;
 mod table;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -113,10 +114,53 @@ enum Command {
     },
     /// Stored flow records, newest first.
     Flows(FlowArgs),
+    /// Playbook runs, newest first.
+    Runs {
+        /// running, waiting, done or failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One playbook run.
+    Run {
+        #[command(subcommand)]
+        command: RunCommand,
+    },
+    /// Approvals asked for by playbooks.
+    Approvals {
+        /// pending, approved, denied or timed_out.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending approval (the run goes on).
+    Approve {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny a pending approval.
+    Deny {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// API tokens and agents' join tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunCommand {
+    /// A run's steps, approvals and where it is now.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -284,6 +328,13 @@ fn main() -> ExitCode {
                 Command::Release { host, reason } => commands::release(&c, &host, reason),
                 Command::Commands { host, json } => commands::command_list(&c, host, json),
                 Command::Audit { since, limit, json } => commands::audit(&c, since, limit, json),
+                Command::Runs { state, json } => runs::runs(&c, state, json),
+                Command::Run {
+                    command: RunCommand::Show { id, json },
+                } => runs::run_show(&c, id, json),
+                Command::Approvals { state, json } => runs::approvals(&c, state, json),
+                Command::Approve { id, json } => runs::decide(&c, id, true, json),
+                Command::Deny { id, json } => runs::decide(&c, id, false, json),
                 Command::Token { command } => match command {
                     TokenCommand::Create {
                         enroll,

@@ -1,0 +1,29 @@
+//! `[response]` of the collector's configuration.
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseConfig {
+    /// Directory of playbook files (`*.yaml`); empty: no playbooks run.
+    pub playbook_dir: PathBuf,
+    /// This collector's API as approvers reach it (`https://collector.example:7480`), for
+    /// one-time approval links; empty: approval by link is not available.
+    pub public_url: String,
+}
+
+impl ResponseConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.playbook_dir.as_os_str().is_empty() && !self.playbook_dir.is_absolute() {
+            return Err("field `response.playbook_dir`: must be an absolute path".into());
+        }
+        let u = &self.public_url;
+        if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(format!(
+                "field `response.public_url`: `{u}`: an http:// or https:// URL"
+            ));
+        }
+        Ok(())
+    }
+}
