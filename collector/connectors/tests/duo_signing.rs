@@ -73,7 +73,11 @@ fn signatures_match_duo_client() {
             body: &body,
             x_duo_headers: &x_duo,
         };
-        assert_eq!(c.params, &signed[..], "{name}: the vector signs other parameters");
+        assert_eq!(
+            c.params,
+            &signed[..],
+            "{name}: the vector signs other parameters"
+        );
         let canonical = canonicalize(version, &c);
         if canonical != case["canonical"].as_str().expect("canonical") {
             failures.push(format!(
