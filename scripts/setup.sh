@@ -56,4 +56,12 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin
 else
   log "tansu present"
 fi
+# duo_client (Duo's own Python client, from PyPI): the Duo signing tests compare Cordon's
+# request signatures with the ones it computes (collector/connectors/tests/duo_vectors.py).
+if ! python3 -c 'import duo_client' >/dev/null 2>&1; then
+  log "pip: installing duo_client (test vectors for the Duo request signatures)"
+  python3 -m pip install --quiet duo_client
+else
+  log "duo_client present"
+fi
 log "setup done"
