@@ -11,6 +11,8 @@ pub struct ResponseConfig {
     /// This collector's API as approvers reach it (`https://collector.example:7480`), for
     /// one-time approval links; empty: approval by link is not available.
     pub public_url: String,
+    /// Duo Auth API, for approvals by push (`[response.duo]`).
+    pub duo: Option<cordon_connectors::duo::DuoConfig>,
 }
 
 impl ResponseConfig {
@@ -23,6 +25,9 @@ impl ResponseConfig {
             return Err(format!(
                 "field `response.public_url`: `{u}`: an http:// or https:// URL"
             ));
+        }
+        if let Some(d) = &self.duo {
+            d.validate().map_err(|e| format!("[response.duo]: {e}"))?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use super::DuoError;
 
 /// How Cordon reaches a Duo Auth API application (Duo Admin Panel → Applications → Auth
 /// API gives the integration key, secret key and API host name).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DuoConfig {
     /// The API host name, e.g. `api-XXXXXXXX.duosecurity.com`. Requests are signed for
