@@ -9,6 +9,7 @@
 //! `error.message` and `error.detail`.
 mod client;
 mod config;
+mod wire;
 
 use std::time::Duration;
 

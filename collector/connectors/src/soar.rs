@@ -114,7 +114,11 @@ fn check_label(l: &str) -> Result<(), &'static str> {
         && l.len() <= 128
         && l.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok { Ok(()) } else { Err("1 to 128 of a-z, 0-9, '_' and '-'") }
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 128 of a-z, 0-9, '_' and '-'")
+    }
 }
 
 /// A container to create (or find by `source_data_identifier`).
@@ -174,9 +178,15 @@ impl FlowCef {
         if let Some(p) = self.source_port {
             m.insert("sourcePort".into(), p.into());
         }
-        m.insert("destinationAddress".into(), self.destination_address.clone().into());
+        m.insert(
+            "destinationAddress".into(),
+            self.destination_address.clone().into(),
+        );
         m.insert("destinationPort".into(), self.destination_port.into());
-        m.insert("transportProtocol".into(), self.transport_protocol.clone().into());
+        m.insert(
+            "transportProtocol".into(),
+            self.transport_protocol.clone().into(),
+        );
         if let Some(n) = &self.process_name {
             m.insert("sourceProcessName".into(), n.clone().into());
         }
@@ -243,7 +253,9 @@ pub struct SoarClient {
 
 impl fmt::Debug for SoarClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SoarClient").field("cfg", &self.cfg).finish()
+        f.debug_struct("SoarClient")
+            .field("cfg", &self.cfg)
+            .finish()
     }
 }
 
@@ -275,7 +287,10 @@ impl SoarClient {
         check_label(label).map_err(|e| SoarError::Config(format!("container label: {e}")))?;
         nonempty("container name", &c.name)?;
         nonempty("container severity", &c.severity)?;
-        nonempty("container source_data_identifier", &c.source_data_identifier)?;
+        nonempty(
+            "container source_data_identifier",
+            &c.source_data_identifier,
+        )?;
         let body = json!({
             "name": c.name,
             "description": c.description,
@@ -283,7 +298,12 @@ impl SoarClient {
             "severity": c.severity,
             "source_data_identifier": c.source_data_identifier,
         });
-        self.create("create container", "/rest/container", &body, "existing_container_id")
+        self.create(
+            "create container",
+            "/rest/container",
+            &body,
+            "existing_container_id",
+        )
     }
 
     /// Adds an artifact; a duplicate (SOAR's `existing_artifact_id`) counts as added and
@@ -302,7 +322,12 @@ impl SoarClient {
             "severity": a.severity,
             "run_automation": a.run_automation,
         });
-        self.create("add artifact", "/rest/artifact", &body, "existing_artifact_id")
+        self.create(
+            "add artifact",
+            "/rest/artifact",
+            &body,
+            "existing_artifact_id",
+        )
     }
 
     /// SOAR's version (`GET /rest/version`): proves the URL and the token.
@@ -330,10 +355,12 @@ impl SoarClient {
             tracing::debug!(op, id, "soar: already there");
             return Ok(id);
         }
-        v.get("id").and_then(Value::as_u64).ok_or_else(|| SoarError::Protocol {
-            op,
-            why: "no \"id\" in the answer".into(),
-        })
+        v.get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| SoarError::Protocol {
+                op,
+                why: "no \"id\" in the answer".into(),
+            })
     }
 
     /// One call with retries. An answer carrying `existing_key` is a success whatever its
@@ -451,12 +478,22 @@ mod tests {
     #[test]
     fn config_checks_and_redacts() {
         let c = SoarConfig::new("https://soar.example", "tok en");
-        assert!(c.validate().unwrap_err().to_string().contains("soar.token"));
+        assert!(
+            c.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("soar.token")
+        );
         let c = SoarConfig::new("https://soar.example", "s3cr3t-token");
         assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("s3cr3t"));
         let mut c = c;
         c.label = "Events".into();
-        assert!(c.validate().unwrap_err().to_string().contains("soar.label"));
+        assert!(
+            c.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("soar.label")
+        );
     }
 }

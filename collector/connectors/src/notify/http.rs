@@ -59,7 +59,9 @@ pub(crate) enum NoReply {
 }
 
 /// Turns ureq's result into a [`Reply`] or a classified [`NoReply`].
-pub(crate) fn read(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, NoReply> {
+pub(crate) fn read(
+    res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Reply, NoReply> {
     let mut resp = match res {
         Ok(r) => r,
         Err(
@@ -179,7 +181,10 @@ mod tests {
         let max = Duration::from_secs(30);
         assert_eq!(retry_after(Some("2"), max), Some(Duration::from_secs(2)));
         assert_eq!(retry_after(Some(" 600 "), max), Some(max));
-        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), max), None);
+        assert_eq!(
+            retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), max),
+            None
+        );
         assert_eq!(retry_after(None, max), None);
     }
 
@@ -195,7 +200,10 @@ mod tests {
 
     #[test]
     fn base_url_rules() {
-        assert_eq!(base_url("https://x.example/").as_deref(), Ok("https://x.example"));
+        assert_eq!(
+            base_url("https://x.example/").as_deref(),
+            Ok("https://x.example")
+        );
         assert!(base_url("").is_err());
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("https://x/?a=b").is_err());

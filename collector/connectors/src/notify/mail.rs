@@ -271,20 +271,41 @@ mod tests {
 
     #[test]
     fn config_names_the_bad_field() {
-        let ok = SmtpConfig::new("mail.example", 587, SmtpTls::Starttls, "a@example.net", &["b@example.net"]);
+        let ok = SmtpConfig::new(
+            "mail.example",
+            587,
+            SmtpTls::Starttls,
+            "a@example.net",
+            &["b@example.net"],
+        );
         assert!(ok.validate().is_ok());
         let mut c = ok.clone();
         c.to = vec!["b@example.net".into(), "not an address".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("smtp.to[1]"));
+        assert!(
+            c.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("smtp.to[1]")
+        );
         let mut c = ok.clone();
         c.username = Some("u".into());
-        assert!(c.validate().unwrap_err().to_string().contains("smtp.password"));
+        assert!(
+            c.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("smtp.password")
+        );
         let mut c = ok.clone();
         c.password = Some("hunter2-secret".into());
         c.username = Some("u".into());
         assert!(!format!("{c:?}").contains("hunter2"));
         let mut c = ok;
         c.from = "nobody".into();
-        assert!(c.validate().unwrap_err().to_string().contains("smtp.from"));
+        assert!(
+            c.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("smtp.from")
+        );
     }
 }

@@ -144,7 +144,7 @@ fn mac(secret: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())
@@ -199,7 +199,10 @@ impl Webhook {
                 .post(&self.cfg.url)
                 .header("Content-Type", "application/json")
                 .header("X-Cordon-Timestamp", &ts)
-                .header("X-Cordon-Signature", signature(&self.cfg.secret, &ts, &body))
+                .header(
+                    "X-Cordon-Signature",
+                    signature(&self.cfg.secret, &ts, &body),
+                )
                 .send(&body[..]);
             let (why, after) = match http::read(res) {
                 Ok(r) if (200..300).contains(&r.status) => return Ok(()),
@@ -280,18 +283,53 @@ mod tests {
     #[test]
     fn verify_accepts_own_and_rejects_tampering() {
         let sig = signature("0123456789abcdef", "1700000000", b"{\"a\":1}");
-        assert!(verify_signature("0123456789abcdef", "1700000000", b"{\"a\":1}", &sig));
-        assert!(!verify_signature("0123456789abcdef", "1700000000", b"{\"a\":2}", &sig));
-        assert!(!verify_signature("0123456789abcdef", "1700000001", b"{\"a\":1}", &sig));
-        assert!(!verify_signature("other-secret-xxxx", "1700000000", b"{\"a\":1}", &sig));
-        assert!(!verify_signature("0123456789abcdef", "1700000000", b"{\"a\":1}", "sha256=zz"));
-        assert!(!verify_signature("0123456789abcdef", "1700000000", b"{\"a\":1}", &sig[7..]));
+        assert!(verify_signature(
+            "0123456789abcdef",
+            "1700000000",
+            b"{\"a\":1}",
+            &sig
+        ));
+        assert!(!verify_signature(
+            "0123456789abcdef",
+            "1700000000",
+            b"{\"a\":2}",
+            &sig
+        ));
+        assert!(!verify_signature(
+            "0123456789abcdef",
+            "1700000001",
+            b"{\"a\":1}",
+            &sig
+        ));
+        assert!(!verify_signature(
+            "other-secret-xxxx",
+            "1700000000",
+            b"{\"a\":1}",
+            &sig
+        ));
+        assert!(!verify_signature(
+            "0123456789abcdef",
+            "1700000000",
+            b"{\"a\":1}",
+            "sha256=zz"
+        ));
+        assert!(!verify_signature(
+            "0123456789abcdef",
+            "1700000000",
+            b"{\"a\":1}",
+            &sig[7..]
+        ));
     }
 
     #[test]
     fn config_is_checked_and_redacted() {
         let c = WebhookConfig::new("https://hooks.example/x", "short");
-        assert!(c.validate().unwrap_err().to_string().contains("webhook.secret"));
+        assert!(
+            c.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("webhook.secret")
+        );
         let c = WebhookConfig::new("https://hooks.example/x", "a-long-enough-secret");
         assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));

@@ -7,12 +7,13 @@ use std::{
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use super::{Incident, IncidentFields, IncidentRecord, SnowAuth, SnowConfig, SnowError};
+use super::{
+    Incident, IncidentFields, IncidentRecord, SnowAuth, SnowConfig, SnowError,
+    wire::{check_correlation_id, check_fields, error_text, ids, protocol},
+};
 use crate::notify::http::{self, NoReply, Reply, Sleep};
 
 const JSON: &str = "application/json";
-/// ServiceNow's `correlation_id` column holds 100 characters.
-const MAX_CORRELATION_ID: usize = 100;
 /// A token is renewed this long before ServiceNow says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
 
@@ -26,7 +27,10 @@ enum Method {
 /// The outcome of one try.
 enum Step<T> {
     Done(T),
-    Retry { why: String, after: Option<Duration> },
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
     Fail(SnowError),
 }
 
@@ -46,7 +50,9 @@ pub struct SnowClient {
 
 impl std::fmt::Debug for SnowClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnowClient").field("cfg", &self.cfg).finish()
+        f.debug_struct("SnowClient")
+            .field("cfg", &self.cfg)
+            .finish()
     }
 }
 
@@ -82,7 +88,10 @@ impl SnowClient {
         check_correlation_id(correlation_id)?;
         check_fields(f)?;
         let mut body = Map::new();
-        body.insert("short_description".into(), f.short_description.clone().into());
+        body.insert(
+            "short_description".into(),
+            f.short_description.clone().into(),
+        );
         body.insert("description".into(), f.description.clone().into());
         body.insert("urgency".into(), f.urgency.to_string().into());
         body.insert("impact".into(), f.impact.to_string().into());
@@ -204,7 +213,13 @@ impl SnowClient {
         let Value::Object(fields) = v else {
             return Err(protocol("get incident", "result is not an object"));
         };
-        let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let s = |k: &str| {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         let (sys_id, number) = ids("get incident", &Value::Object(fields.clone()))?;
         Ok(IncidentRecord {
             sys_id,
@@ -448,118 +463,5 @@ impl<T> Step<T> {
             Step::Retry { why, after } => Step::Retry { why, after },
             Step::Fail(e) => Step::Fail(e),
         }
-    }
-}
-
-fn protocol(op: &'static str, why: impl Into<String>) -> SnowError {
-    SnowError::Protocol {
-        op,
-        why: why.into(),
-    }
-}
-
-/// ServiceNow's `{"error": {"message", "detail"}, "status": "failure"}`, or for other
-/// bodies (an OAuth `error_description`, a proxy's page) their start.
-fn error_text(body: &str) -> (String, String) {
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| http::excerpt(s, 500));
-    if let Some(err) = v.get("error") {
-        if let Some(message) = s(err.get("message")) {
-            return (message, s(err.get("detail")).unwrap_or_default());
-        }
-        if let Some(code) = s(Some(err)) {
-            // OAuth: {"error": "access_denied", "error_description": "..."}
-            return (code, s(v.get("error_description")).unwrap_or_default());
-        }
-    }
-    (http::excerpt(body, 200), String::new())
-}
-
-/// `sys_id` and `number` of a record.
-fn ids(op: &'static str, rec: &Value) -> Result<(String, String), SnowError> {
-    let sys_id = rec.get("sys_id").and_then(Value::as_str).unwrap_or("");
-    if sys_id.is_empty() {
-        return Err(protocol(op, "record without sys_id"));
-    }
-    let number = rec.get("number").and_then(Value::as_str).unwrap_or("");
-    Ok((sys_id.to_owned(), number.to_owned()))
-}
-
-fn check_correlation_id(id: &str) -> Result<(), SnowError> {
-    if id.is_empty() || id.chars().count() > MAX_CORRELATION_ID {
-        return Err(SnowError::Config(format!(
-            "correlation_id: must be 1 to {MAX_CORRELATION_ID} characters"
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(SnowError::Config(
-            "correlation_id: must not contain control characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn check_fields(f: &IncidentFields) -> Result<(), SnowError> {
-    if f.short_description.trim().is_empty() {
-        return Err(SnowError::Config("short_description: required".into()));
-    }
-    for (name, v) in [("urgency", f.urgency), ("impact", f.impact)] {
-        if !(1..=3).contains(&v) {
-            return Err(SnowError::Config(format!(
-                "{name}: must be 1 (high) to 3 (low), not {v}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_text_reads_servicenow_errors() {
-        let body = r#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#;
-        assert_eq!(
-            error_text(body),
-            (
-                "User Not Authenticated".into(),
-                "Required to provide Auth information".into()
-            )
-        );
-        let oauth = r#"{"error":"access_denied","error_description":"access_denied"}"#;
-        assert_eq!(error_text(oauth).0, "access_denied");
-        assert_eq!(error_text("<html>gateway</html>").0, "<html>gateway</html>");
-        assert_eq!(error_text("").0, "");
-    }
-
-    #[test]
-    fn debug_redacts_secrets() {
-        let cfg = SnowConfig::new(
-            "https://x.example",
-            SnowAuth::OAuth {
-                client_id: "cid".into(),
-                client_secret: "s3cret-cs".into(),
-                username: "u".into(),
-                password: "s3cret-pw".into(),
-            },
-        );
-        let client = SnowClient::new(cfg).expect("valid");
-        let d = format!("{client:?}");
-        assert!(d.contains("cid") && !d.contains("s3cret"), "{d}");
-    }
-
-    #[test]
-    fn arguments_are_checked() {
-        assert!(check_correlation_id("").is_err());
-        assert!(check_correlation_id(&"x".repeat(101)).is_err());
-        assert!(check_correlation_id("alert:web-1:42").is_ok());
-        let f = IncidentFields {
-            short_description: "x".into(),
-            urgency: 4,
-            impact: 1,
-            ..Default::default()
-        };
-        assert!(check_fields(&f).unwrap_err().to_string().contains("urgency"));
     }
 }

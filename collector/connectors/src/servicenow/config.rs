@@ -210,7 +210,9 @@ impl SnowConfig {
             3_600_000,
         )?;
         range("retry_after_max_secs", self.retry_after_max_secs, 0, 3600)?;
-        if self.resolved_state.is_empty() || !self.resolved_state.chars().all(|c| c.is_ascii_digit()) {
+        if self.resolved_state.is_empty()
+            || !self.resolved_state.chars().all(|c| c.is_ascii_digit())
+        {
             return Err(bad("resolved_state", "must be a number, e.g. 6 (Resolved)"));
         }
         nonempty("close_code", &self.close_code)?;

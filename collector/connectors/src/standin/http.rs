@@ -145,7 +145,9 @@ pub struct Server {
 
 impl Server {
     /// Binds 127.0.0.1:0 and serves every request with `handler`.
-    pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> io::Result<Self> {
+    pub fn start(
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
