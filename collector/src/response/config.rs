@@ -13,6 +13,14 @@ pub struct ResponseConfig {
     pub public_url: String,
     /// Duo Auth API, for approvals by push (`[response.duo]`).
     pub duo: Option<cordon_connectors::duo::DuoConfig>,
+    /// ServiceNow Table API, for incidents (`[response.servicenow]`).
+    pub servicenow: Option<cordon_connectors::servicenow::SnowConfig>,
+    /// Splunk SOAR, for containers and artifacts (`[response.soar]`).
+    pub soar: Option<cordon_connectors::soar::SoarConfig>,
+    /// A webhook receiving signed JSON notifications (`[response.webhook]`).
+    pub webhook: Option<cordon_connectors::notify::WebhookConfig>,
+    /// E-mail over SMTP (`[response.email]`).
+    pub email: Option<cordon_connectors::notify::SmtpConfig>,
 }
 
 impl ResponseConfig {
@@ -28,6 +36,20 @@ impl ResponseConfig {
         }
         if let Some(d) = &self.duo {
             d.validate().map_err(|e| format!("[response.duo]: {e}"))?;
+        }
+        if let Some(c) = &self.servicenow {
+            c.validate()
+                .map_err(|e| format!("[response.servicenow]: {e}"))?;
+        }
+        if let Some(c) = &self.soar {
+            c.validate().map_err(|e| format!("[response.soar]: {e}"))?;
+        }
+        if let Some(c) = &self.webhook {
+            c.validate()
+                .map_err(|e| format!("[response.webhook]: {e}"))?;
+        }
+        if let Some(c) = &self.email {
+            c.validate().map_err(|e| format!("[response.email]: {e}"))?;
         }
         Ok(())
     }
