@@ -43,6 +43,9 @@ pub struct TriggerDef {
     /// that got through; a host already isolated raises `rejected` alerts).
     #[serde(default)]
     pub verdicts: Vec<Spanned<String>>,
+    /// `outbound` (the host opened the flow: the consumer's alert), `inbound`, or `any`
+    /// (default). A violation raises an alert on both hosts that saw it.
+    pub direction: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +159,8 @@ pub struct Trigger {
     pub labels: BTreeMap<String, String>,
     pub rules: Vec<String>,
     pub verdicts: Vec<String>,
+    /// `None`: either direction.
+    pub direction: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -632,7 +637,16 @@ fn check_trigger(t: &Spanned<TriggerDef>) -> Result<Trigger, PolicyError> {
     if verdicts.is_empty() {
         verdicts.push("escaped".into());
     }
+    let direction = match &v.direction {
+        None => None,
+        Some(d) if d.value == "any" => None,
+        Some(d) if matches!(d.value.as_str(), "outbound" | "inbound") => Some(d.value.clone()),
+        Some(d) => {
+            return Err(at(d, "trigger.direction", format!("`{}`: outbound, inbound or any", d.value)));
+        }
+    };
     Ok(Trigger {
+        direction,
         kind,
         severity_at_least,
         hosts,

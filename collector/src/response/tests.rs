@@ -257,6 +257,14 @@ fn reference_playbook_validates() {
 }
 
 #[test]
+fn the_shipped_reference_playbook_validates() {
+    let text = include_str!("../../../packaging/playbooks/isolate-on-violation.yaml");
+    let pb = parse(text, &ALL).unwrap();
+    assert_eq!(pb.trigger.direction.as_deref(), Some("outbound"));
+    assert_eq!(pb.steps.len(), 9);
+}
+
+#[test]
 fn bad_playbooks_are_refused_with_line_and_reason() {
     let cases: [(&str, u64, &str); 8] = [
         (

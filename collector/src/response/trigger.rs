@@ -23,6 +23,9 @@ pub struct AlertFacts {
     pub remote_port: u16,
     pub local_ip: String,
     pub proto: String,
+    /// outbound or inbound, from the alerting host's side.
+    #[serde(default)]
+    pub direction: String,
     pub exe: String,
     pub count: u64,
 }
@@ -50,6 +53,7 @@ impl AlertFacts {
             remote_port,
             local_ip: s(&flow["local_ip"]),
             proto,
+            direction: s(&flow["direction"]),
             exe: d["process"]["exe"]
                 .as_str()
                 .unwrap_or("unknown")
@@ -65,6 +69,7 @@ pub fn matches(t: &Trigger, a: &AlertFacts, labels: &BTreeMap<String, String>) -
     sev_ok
         && t.kind.eq_ignore_ascii_case(&a.kind)
         && t.verdicts.contains(&a.verdict)
+        && t.direction.as_ref().is_none_or(|d| *d == a.direction)
         && t.hosts.as_ref().is_none_or(|g| g.is_match(&a.host))
         && (t.rules.is_empty() || t.rules.contains(&a.rule))
         && t.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
