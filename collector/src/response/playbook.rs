@@ -642,7 +642,11 @@ fn check_trigger(t: &Spanned<TriggerDef>) -> Result<Trigger, PolicyError> {
         Some(d) if d.value == "any" => None,
         Some(d) if matches!(d.value.as_str(), "outbound" | "inbound") => Some(d.value.clone()),
         Some(d) => {
-            return Err(at(d, "trigger.direction", format!("`{}`: outbound, inbound or any", d.value)));
+            return Err(at(
+                d,
+                "trigger.direction",
+                format!("`{}`: outbound, inbound or any", d.value),
+            ));
         }
     };
     Ok(Trigger {

@@ -184,6 +184,24 @@ impl DuoStandin {
             .insert(username.to_string(), behaviour);
     }
 
+    /// The user answers every push still unanswered now (as if tapping their phone):
+    /// approve or deny. Returns how many pushes that answered.
+    pub fn answer_pending(&self, approve: bool) -> usize {
+        let mut st = lock(&self.state);
+        let mut n = 0;
+        for (b, _) in st.txns.values_mut() {
+            if *b == Behaviour::Timeout {
+                *b = if approve {
+                    Behaviour::ApproveAfter(0)
+                } else {
+                    Behaviour::Deny
+                };
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Answers the next `n` requests (whatever they are, before any check) with `status`
     /// in Duo's failure envelope: 429 with code 42901, others with code `status * 100 + 1`.
     pub fn fail_next(&self, status: u16, n: u32) {
@@ -199,7 +217,6 @@ impl DuoStandin {
 impl Drop for DuoStandin {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        server::wake(self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -157,16 +157,12 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name(format!("standin-http-{}", addr.port()))
             .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
+                super::accept_loop(listener, stop2, |conn| {
                     let (h, l) = (handler.clone(), log2.clone());
                     let _ = std::thread::Builder::new()
                         .name("standin-conn".into())
                         .spawn(move || serve(conn, &h, &l));
-                }
+                });
             })?;
         Ok(Self {
             addr,
@@ -194,8 +190,6 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -60,18 +60,14 @@ impl SmtpSink {
         let thread = std::thread::Builder::new()
             .name("standin-smtp".into())
             .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
+                super::accept_loop(listener, stop2, |conn| {
                     let s = state2.clone();
                     let _ = std::thread::Builder::new()
                         .name("standin-smtp-conn".into())
                         .spawn(move || {
                             let _ = session(conn, &s);
                         });
-                }
+                });
             })?;
         Ok(Self {
             addr,
@@ -110,7 +106,6 @@ impl SmtpSink {
 impl Drop for SmtpSink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -2,11 +2,8 @@
 //! one request per connection (`Connection: close`), bodies by `Content-Length` only.
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    net::{TcpListener, TcpStream},
+    sync::{Arc, atomic::AtomicBool},
     thread::{self, JoinHandle},
     time::Duration,
 };
@@ -44,31 +41,22 @@ pub(super) struct Response {
     pub body: String,
 }
 
-/// The accept loop; stops when `stop` is set and a connection wakes it.
+/// The accept loop; stops when `stop` is set.
 pub(super) fn serve(
     listener: TcpListener,
     stop: Arc<AtomicBool>,
     handler: Arc<dyn Fn(Request) -> Response + Send + Sync>,
 ) -> JoinHandle<()> {
     thread::spawn(move || {
-        for conn in listener.incoming() {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(stream) = conn else { continue };
+        super::super::accept_loop(listener, stop, |stream| {
             let handler = Arc::clone(&handler);
             thread::spawn(move || {
                 if let Err(e) = one_connection(stream, handler.as_ref()) {
                     tracing::debug!(error = %e, "duo stand-in: connection");
                 }
             });
-        }
+        });
     })
-}
-
-/// Wakes the accept loop of `addr` so it sees its stop flag.
-pub(super) fn wake(addr: SocketAddr) {
-    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
 }
 
 fn one_connection(
