@@ -247,13 +247,23 @@ done
 rm -f "$broken"
 
 # --- 4b. upgrade, remove, purge --------------------------------------------------------
-echo "==> reinstall, remove and purge"
-# A local change to the conffile and enrollment state survive a reinstall (upgrade path).
+echo "==> upgrade, remove and purge"
+# An upgrade: the same package repacked with a higher version. A local change to the
+# conffile and the enrollment state must survive it.
+up=$root/tmp/upgrade
+dpkg-deb -R "$agent_deb" "$up"
+sed -i "s/^Version: .*/Version: ${version}-1+pkgtest1/" "$up/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$up" "$root/tmp/agent-upgrade.deb" >/dev/null
+rm -rf "$up"
 printf '\n# local change\nhost_name = "pkgtest"\n' >>"$root/etc/cordon/agent.toml"
 echo "key" >"$root/var/lib/cordon/agent.key"
-expect "dpkg -i the agent again (upgrade path)" in_root dpkg -i --force-confold "$adeb"
-contains "local change to agent.toml kept" "$(cat "$root/etc/cordon/agent.toml")" '^host_name = "pkgtest"$'
+chmod 600 "$root/var/lib/cordon/agent.key"
+expect "upgrade the agent (dpkg -i of a newer version)" in_root dpkg -i /tmp/agent-upgrade.deb
+contains "upgraded" "$(in_root dpkg-query -W -f='${Version}\n' cordon-agent)" "^${version}-1\+pkgtest1$"
+contains "local change to agent.toml kept on upgrade" "$(cat "$root/etc/cordon/agent.toml")" '^host_name = "pkgtest"$'
+contains "agent.toml still 0640 after upgrade" "$(st /etc/cordon/agent.toml)" '^640 root:root$'
 expect "state kept on upgrade" test -f "$root/var/lib/cordon/agent.key"
+expect "still enabled after upgrade" test -L "$root/etc/systemd/system/multi-user.target.wants/cordon-agent.service"
 
 # Removal with an isolation on record: it stays, and the admin is told how to release it.
 cat >"$root/var/lib/cordon/enforcer.json" <<'JSON'
