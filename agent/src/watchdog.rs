@@ -11,7 +11,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -69,8 +69,12 @@ pub fn ready(capture: &str) {
     ]);
 }
 
-/// Tells systemd the agent is shutting down.
+/// Set once the agent shuts down: the watchdog is not fed any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Tells systemd the agent is shutting down, and stops feeding the watchdog.
 pub fn stopping() {
+    STOPPING.store(true, Ordering::Relaxed);
     notify(&[NotifyState::Stopping]);
 }
 
@@ -103,6 +107,9 @@ pub async fn run(stages: Stages, slowest_round: Duration) {
     let mut stalled_logged = false;
     loop {
         tick.tick().await;
+        if STOPPING.load(Ordering::Relaxed) {
+            return;
+        }
         let now = stages.snapshot();
         match stages.stalled(&before, &now) {
             None => {

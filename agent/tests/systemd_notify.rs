@@ -97,12 +97,26 @@ fn ready_then_watchdog_only_while_progressing() {
             starved.is_empty(),
             "watchdog fed without progress: {starved:?}"
         );
-        dog.abort();
+        // Progress again, then shutdown: STOPPING=1, and no WATCHDOG=1 after it even
+        // though the stage keeps beating (as the capture does while it winds down).
+        let beating = capture.clone();
+        let beater = tokio::spawn(async move {
+            for _ in 0..30 {
+                beating.beat();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        drain(&sock);
+        watchdog::stopping();
+        let after = tokio::task::spawn_blocking({
+            let sock = sock.try_clone().expect("clone");
+            move || receive_for(&sock, Duration::from_millis(400))
+        })
+        .await
+        .expect("receive");
+        assert_eq!(after, vec!["STOPPING=1\n".to_string()]);
+        assert!(dog.await.is_ok(), "the watchdog task ends after stopping()");
+        beater.await.expect("beater");
     });
-
-    watchdog::stopping();
-    assert_eq!(
-        receive_for(&sock, Duration::from_millis(200)),
-        vec!["STOPPING=1\n".to_string()]
-    );
 }
