@@ -1,5 +1,6 @@
 # cordon-agent %preun ($1: 0 = erase, 1 or more = upgrade). On erase the agent stops and
-# the unit is disabled; an isolation stays in force (its nftables rules outlive the agent),
+# the unit is disabled; an isolation stays in force (its nftables table or pinned eBPF
+# programs outlive the agent),
 # so say so and how to release it.
 if [ "$1" -eq 0 ]; then
     state=/var/lib/cordon/enforcer.json
@@ -13,10 +14,12 @@ if [ "$1" -eq 0 ]; then
     fi
     if [ "$isolated" = yes ]; then
         echo "cordon-agent: THIS HOST IS ISOLATED by Cordon, and removing the package does NOT release it."
-        echo "  The nftables table 'inet cordon' stays in force after the agent is gone."
+        echo "  The isolation (nftables table 'inet cordon', or the eBPF programs pinned under"
+        echo "  /sys/fs/bpf/cordon) stays in force after the agent is gone, until released or reboot."
         echo "  To release it before removing:   cordon-enforcer release --reason \"...\""
         echo "  or through the collector:        cordon release <host>"
-        echo "  After removal (no cordon-enforcer any more):   nft delete table inet cordon"
+        echo "  After removal (no cordon-enforcer any more):"
+        echo "    nft delete table inet cordon   and/or   rm -r /sys/fs/bpf/cordon"
     fi
     systemctl --no-reload disable --now cordon-agent.service >/dev/null 2>&1 || :
 fi

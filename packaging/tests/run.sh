@@ -100,6 +100,7 @@ contains "collector deb: cordon-collector 0755" "$f" '^-rwxr-xr-x (0/0|root/root
 contains "collector deb: cordon 0755" "$f" '^-rwxr-xr-x (0/0|root/root) \./usr/bin/cordon$'
 contains "collector deb: collector.toml 0640" "$f" '^-rw-r----- (0/0|root/root) \./etc/cordon/collector\.toml$'
 contains "collector deb: unit 0644" "$f" '^-rw-r--r-- (0/0|root/root) \./lib/systemd/system/cordon-collector\.service$'
+contains "collector deb: example playbook" "$f" '\./usr/share/doc/cordon-collector/examples/playbooks/isolate-on-violation\.yaml$'
 lacks "collector deb: nothing world-writable" "$f" '^-.......w.'
 lacks "collector deb: no agent files" "$f" 'cordon-agent|cordon-enforcer'
 c=$(dpkg-deb -f "$collector_deb" Version Depends)
@@ -230,6 +231,22 @@ for unit in cordon-agent cordon-collector; do
     fail "systemd-analyze verify $unit.service:"; printf '%s\n' "$out" | sed 's/^/      /' >&2
   fi
 done
+# What the issue asks of the agent's unit, as installed.
+u=$(cat "$root/lib/systemd/system/cordon-agent.service")
+contains "agent unit: Type=notify" "$u" '^Type=notify$'
+contains "agent unit: WatchdogSec=" "$u" '^WatchdogSec=[0-9]+s$'
+contains "agent unit: validates its config first" "$u" '^ExecStartPre=/usr/bin/cordon-agent validate --config /etc/cordon/agent\.toml$'
+contains "agent unit: Restart=on-failure" "$u" '^Restart=on-failure$'
+contains "agent unit: ProtectSystem=strict" "$u" '^ProtectSystem=strict$'
+contains "agent unit: writes /var/lib/cordon and /sys/fs/bpf only" "$u" '^ReadWritePaths=/var/lib/cordon -/sys/fs/bpf$'
+contains "agent unit: StateDirectory=cordon" "$u" '^StateDirectory=cordon$'
+contains "agent unit: a capability bounding set" "$u" '^CapabilityBoundingSet=CAP_'
+lacks "agent unit: no CAP_SYS_ADMIN" "$(grep '^CapabilityBoundingSet=' <<<"$u")" 'CAP_SYS_ADMIN'
+u=$(cat "$root/lib/systemd/system/cordon-collector.service")
+contains "collector unit: runs as cordon" "$u" '^User=cordon$'
+contains "collector unit: no capabilities" "$u" '^CapabilityBoundingSet=$'
+contains "collector unit: StateDirectory=cordon-collector" "$u" '^StateDirectory=cordon-collector$'
+
 # The same check must reject broken units, or it proves nothing: a missing binary makes
 # verify exit non-zero, a misspelt setting only makes it warn (so warnings fail too).
 broken=$root/lib/systemd/system/cordon-broken.service
