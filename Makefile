@@ -6,7 +6,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS = $(JOBS)
 
-.PHONY: setup build demo test test-unit test-privileged lint fmt bench bench-ingest clean
+.PHONY: setup build demo test test-unit test-privileged lint fmt packages test-packages bench bench-ingest clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,16 @@ test-unit:
 test-privileged:
 	$(CARGO) build -p cordon-agent -p cordon-collector -p cordon-enforcer
 	$(CARGO) test -p cordon-tests -- --test-threads=2
+
+## cordon-agent and cordon-collector as .deb and .rpm in target/packages/ (or
+## $CARGO_TARGET_DIR/packages); see packaging/README.md.
+packages: setup
+	@bash scripts/packages.sh
+
+## The packaging tests alone (root): builds the packages, inspects them, lints the debs,
+## installs them in a Debian chroot and verifies the units. Also part of `make test`.
+test-packages: setup
+	@bash packaging/tests/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

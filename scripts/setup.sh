@@ -12,9 +12,12 @@ need_root() {
 }
 
 # cmake, libssl-dev and libcurl4-openssl-dev build the static librdkafka of the Kafka output
-# (rdkafka with cmake-build, ssl and curl).
+# (rdkafka with cmake-build, ssl and curl). The packaging tests (packaging/tests) inspect
+# the packages (dpkg-dev, rpm, file), lint the debs (lintian), install them in a
+# debootstrap'd chroot and check the units (systemd-analyze, from systemd).
 APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev nftables iproute2 curl
-  python3 procps socat cmake libssl-dev libcurl4-openssl-dev)
+  python3 procps socat cmake libssl-dev libcurl4-openssl-dev
+  dpkg-dev rpm file lintian debootstrap systemd)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -63,5 +66,21 @@ if ! python3 -c 'import duo_client' >/dev/null 2>&1; then
   python3 -m pip install --quiet duo_client
 else
   log "duo_client present"
+fi
+# Package builders for `make packages` (scripts/packages.sh), pinned so every machine makes
+# the same packages. A few minutes each, once.
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
+if ! command -v cargo-deb >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
+  log "cargo: building cargo-deb $CARGO_DEB_VERSION (once)"
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+else
+  log "cargo-deb present"
+fi
+if ! command -v cargo-generate-rpm >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-generate-rpm" ]; then
+  log "cargo: building cargo-generate-rpm $CARGO_GENERATE_RPM_VERSION (once)"
+  cargo install cargo-generate-rpm --version "$CARGO_GENERATE_RPM_VERSION" --locked
+else
+  log "cargo-generate-rpm present"
 fi
 log "setup done"

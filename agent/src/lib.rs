@@ -6,7 +6,8 @@
 //! - `record` / `output`: what is exported and how `watch` prints it;
 //! - `spool`: the bounded on-disk queue of flow batches awaiting the collector's ack;
 //! - `uplink`: the connection to the collector (QUIC, mTLS), fed from the spool;
-//! - `config`: the agent's TOML configuration.
+//! - `config`: the agent's TOML configuration;
+//! - `watchdog`: systemd readiness and a watchdog fed by the pipeline's progress.
 pub mod capture;
 pub mod config;
 pub mod enforce;
@@ -20,3 +21,4 @@ pub mod run;
 pub mod spool;
 pub mod uplink;
 pub mod watch;
+pub mod watchdog;

@@ -18,6 +18,7 @@ use crate::{
     spool::Spool,
     uplink::{Backoff, Collector, Identity, Uplink, convert::to_wire},
     watch::host_name,
+    watchdog::{self, Progress, Stages},
 };
 
 fn read(path: &Path, what: &str) -> anyhow::Result<String> {
@@ -25,16 +26,20 @@ fn read(path: &Path, what: &str) -> anyhow::Result<String> {
 }
 
 /// Groups records into batches and passes them on; ends when the capture's queue closes.
+/// Bumps `progress` at every round (at least every `every`) unless the uplink stops taking
+/// batches.
 fn batcher(
     rx: std::sync::mpsc::Receiver<Line>,
     tx: mpsc::Sender<Vec<cordon_wire::FlowRecord>>,
     max: usize,
     every: Duration,
     isolation: &crate::enforce::IsolationView,
+    progress: Progress,
 ) {
     let mut batch = Vec::with_capacity(max);
     let mut since = Instant::now();
     loop {
+        progress.beat();
         let wait = every.saturating_sub(since.elapsed());
         let closed = match rx.recv_timeout(wait) {
             Ok(Line::Flow(rec)) => {
@@ -152,9 +157,14 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         Duration::from_millis(u.batch_interval_ms),
     );
     let view = isolation.clone();
+    let stages = Stages(vec![
+        ("capture", Progress::default()),
+        ("batcher", Progress::default()),
+    ]);
+    let batcher_progress = stages.0[1].1.clone();
     let batch_thread = std::thread::Builder::new()
         .name("cordon-batcher".into())
-        .spawn(move || batcher(lines, batches_tx, max, every, &view))
+        .spawn(move || batcher(lines, batches_tx, max, every, &view, batcher_progress))
         .context("starting the batcher")?;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     // Refused traffic from the enforcer, attributed by the capture's process cache.
@@ -168,7 +178,9 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         selftest_connect: None,
         started: Some(started_tx),
         attribute: Some(attribute_rx),
+        progress: stages.0[0].1.clone(),
     };
+    let poll_interval = Duration::from_millis(cfg.capture.poll_interval_ms);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -179,6 +191,10 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
             // the batches channel closes and the uplink ends at once.
             if let Ok(capture) = started_rx.await {
                 uplink.identity.capture = capture.into();
+                // Capture running, uplink starting: ready for systemd (Type=notify), and
+                // the watchdog is fed from now on while the pipeline makes progress.
+                watchdog::ready(capture);
+                tokio::spawn(watchdog::run(stages, poll_interval.max(every)));
             }
             let res = uplink.run(batches_rx).await;
             (res, uplink)
@@ -209,6 +225,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         });
         let stop = Stop::on_signals(None)?;
         let captured = capture::run(settings, out, stop).await;
+        watchdog::stopping();
         inventory_task.abort();
         if let Some(t) = ticker {
             t.abort();

@@ -70,6 +70,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         selftest_connect: args.selftest_connect,
         started: None,
         attribute: None,
+        progress: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -17,6 +17,7 @@ use crate::{
     flows::{FlowTable, TableConfig},
     output::{Line, Output},
     process::{CgroupPaths, ProcessCache},
+    watchdog::Progress,
 };
 
 /// Fires once when the capture should stop (signal or deadline).
@@ -69,6 +70,8 @@ pub struct Settings {
     /// known only by pid: the capture fills in what its process cache knows (a program
     /// that was refused and exited at once), then sends them on with its own.
     pub attribute: Option<tokio::sync::mpsc::Receiver<Vec<crate::record::FlowRecord>>>,
+    /// Bumped at every poll of the flow counters (the systemd watchdog watches it).
+    pub progress: Progress,
 }
 
 /// The next message of an optional channel; never ready without one (or once closed).
@@ -162,7 +165,12 @@ pub async fn run(mut s: Settings, output: Output, stop: Stop) -> anyhow::Result<
                 let procs = ProcessCache::new(CgroupPaths::new(target.root.clone()));
                 let mut cap = ebpf::EbpfCapture {
                     maps,
-                    pipe: Pipeline::new(table(&s, "ebpf"), procs, output.clone()),
+                    pipe: Pipeline::new(
+                        table(&s, "ebpf"),
+                        procs,
+                        output.clone(),
+                        s.progress.clone(),
+                    ),
                     clock: Clock::new(),
                     sockets: procfs::SocketOwnerLookup::new(),
                     drained_from_ns: 0,
@@ -201,7 +209,12 @@ pub async fn run(mut s: Settings, output: Output, stop: Stop) -> anyhow::Result<
     };
     let procs = ProcessCache::new(CgroupPaths::new(target.root.clone()));
     let mut cap = procfs::ProcfsCapture {
-        pipe: Pipeline::new(table(&s, "procfs"), procs, output.clone()),
+        pipe: Pipeline::new(
+            table(&s, "procfs"),
+            procs,
+            output.clone(),
+            s.progress.clone(),
+        ),
         net_dir: PathBuf::from("/proc/net"),
         inodes: procfs::InodeOwners::new(PathBuf::from("/proc"), Duration::from_millis(200)),
         packets,

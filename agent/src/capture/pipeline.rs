@@ -13,6 +13,7 @@ use crate::{
     output::{Line, Output},
     process::ProcessCache,
     record::{Direction, ExportEvent, FlowId, FlowRecord, Proto},
+    watchdog::Progress,
 };
 
 /// Counters of the agent's own work, reported in the stats line.
@@ -42,18 +43,21 @@ pub struct Pipeline {
     pub procs: ProcessCache,
     pub output: Output,
     pub stats: AgentStats,
+    /// Bumped by every `tick`: the capture's heartbeat for the systemd watchdog.
+    pub progress: Progress,
     net_dir: PathBuf,
     listening: HashSet<(Proto, u16)>,
     listening_read: Option<Instant>,
 }
 
 impl Pipeline {
-    pub fn new(table: FlowTable, procs: ProcessCache, output: Output) -> Self {
+    pub fn new(table: FlowTable, procs: ProcessCache, output: Output, progress: Progress) -> Self {
         Self {
             table,
             procs,
             output,
             stats: AgentStats::default(),
+            progress,
             net_dir: PathBuf::from("/proc/net"),
             listening: HashSet::new(),
             listening_read: None,
@@ -94,6 +98,7 @@ impl Pipeline {
             self.emit(r);
         }
         self.procs.expire_exited(now);
+        self.progress.beat();
         ended
     }
 
