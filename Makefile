@@ -6,7 +6,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS = $(JOBS)
 
-.PHONY: setup build demo test test-unit test-privileged lint fmt packages test-packages bench bench-ingest clean
+.PHONY: setup build demo demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,9 +14,18 @@ setup:
 build: setup
 	$(CARGO) build --release -p cordon-agent
 
-## Runs the most complete Cordon there is today: a collector and an enrolled agent on
-## this host, streaming live flows with processes, shown through the `cordon` CLI.
+## The reference threat-response scenario, narrated (root): a lab of network namespaces
+## with a collector and two servers; a policy violation → Kafka and Splunk HEC → a Duo
+## push (a local stand-in that approves) → isolation proven by a failing connection → a
+## ServiceNow incident and e-mails → the release. See tests/src/bin/cordon-demo.rs.
 demo: setup
+	$(CARGO) build --release -p cordon-agent -p cordon-collector -p cordon-tests --bin cordon-agent --bin cordon-collector --bin cordon --bin cordon-demo
+	CORDON_AGENT=$(CURDIR)/target/release/cordon-agent CORDON_COLLECTOR=$(CURDIR)/target/release/cordon-collector \
+	  CORDON_CLI=$(CURDIR)/target/release/cordon $(CURDIR)/target/release/cordon-demo
+
+## The first demo: a collector and an enrolled agent on this host (no namespaces),
+## streaming live flows with processes, shown through the `cordon` CLI until Ctrl-C.
+demo-host: setup
 	$(CARGO) build --release -p cordon-agent -p cordon-collector
 	@bash scripts/demo.sh
 

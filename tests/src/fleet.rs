@@ -20,6 +20,7 @@ pub const COLLECTOR_IP: &str = "10.231.1.100";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+#[derive(Clone, Debug)]
 pub struct FleetHost {
     /// "h1", "h2", ...
     pub name: String,

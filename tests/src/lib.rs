@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod fleet;
 pub mod hec_standin;
 pub mod kafka_broker;
+pub mod response_lab;
 
 pub use agent::Agent;
 

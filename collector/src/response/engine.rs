@@ -28,8 +28,12 @@ pub const SINK: &str = "response";
 const MAX_ATTEMPTS: i64 = 8;
 /// How long a step waits for an agent to carry out a command before the run fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
-/// How often a pending Duo push is polled.
+/// How often a pending Duo push is polled: every 250 ms for its first 5 s (an approver who
+/// has the phone in hand answers within seconds, and the isolation should follow at once),
+/// then every second.
+const DUO_POLL_FAST: Duration = Duration::from_millis(250);
 const DUO_POLL: Duration = Duration::from_secs(1);
+const DUO_FAST_FOR: Duration = Duration::from_secs(5);
 
 pub struct Engine {
     pub store: Arc<Mutex<Store>>,
@@ -548,8 +552,14 @@ impl Engine {
         }
         if state == "pending" {
             if now < approval.deadline_ns {
+                let every =
+                    if now.saturating_sub(approval.requested_ns) < DUO_FAST_FOR.as_nanos() as u64 {
+                        DUO_POLL_FAST
+                    } else {
+                        DUO_POLL
+                    };
                 let poll = if *via == Via::Duo {
-                    now + DUO_POLL.as_nanos() as u64
+                    now + every.as_nanos() as u64
                 } else {
                     approval.deadline_ns
                 };
@@ -589,8 +599,8 @@ impl Engine {
         }
     }
 
-    /// Runs the engine on its own thread until `stop`: a round every 200 ms, sooner when
-    /// the outbox is woken.
+    /// Runs the engine on its own thread until `stop`: a round every 100 ms (the finest
+    /// wake-up a parked run gets), sooner when the outbox is woken.
     pub fn spawn(
         mut self,
         stop: Arc<std::sync::atomic::AtomicBool>,
@@ -606,7 +616,7 @@ impl Engine {
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "response engine round failed"),
                     }
-                    wake.wait(&mut seen, Duration::from_millis(200));
+                    wake.wait(&mut seen, Duration::from_millis(100));
                 }
             })
     }
