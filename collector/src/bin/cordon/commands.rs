@@ -484,31 +484,18 @@ pub fn release(c: &Client, host: &str, reason: Option<String>) -> anyhow::Result
 
 pub fn command_list(c: &Client, host: Option<String>, json: bool) -> anyhow::Result<()> {
     let q: Vec<(&str, String)> = host.map(|h| ("host", h)).into_iter().collect();
-    let list = c.get("/api/v1/commands", &q)?;
-    if json {
-        return print_json(&list);
-    }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            vec![
-                s(&r["id"]),
-                s(&r["host"]),
-                s(&r["kind"]),
-                s(&r["state"]),
-                table::time(r["created_ns"].as_u64()),
-                s(&r["created_by"]),
-                s(&r["result"]),
-            ]
-        })
-        .collect();
-    table::print(
-        &["ID", "HOST", "KIND", "STATE", "CREATED", "BY", "RESULT"],
-        &rows,
-    );
-    Ok(())
+    let header = ["ID", "HOST", "KIND", "STATE", "CREATED", "BY", "RESULT"];
+    list(c, "/api/v1/commands", &q, json, &header, |r| {
+        vec![
+            s(&r["id"]),
+            s(&r["host"]),
+            s(&r["kind"]),
+            s(&r["state"]),
+            table::time(r["created_ns"].as_u64()),
+            s(&r["created_by"]),
+            s(&r["result"]),
+        ]
+    })
 }
 
 pub fn audit(c: &Client, since: Option<String>, limit: usize, json: bool) -> anyhow::Result<()> {
@@ -516,24 +503,32 @@ pub fn audit(c: &Client, since: Option<String>, limit: usize, json: bool) -> any
     if let Some(v) = since {
         q.push(("since", v));
     }
-    let list = c.get("/api/v1/audit", &q)?;
+    let header = ["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"];
+    list(c, "/api/v1/audit", &q, json, &header, |a| {
+        vec![
+            table::time(a["ts_ns"].as_u64()),
+            s(&a["actor"]),
+            s(&a["action"]),
+            s(&a["target"]),
+            a["detail"].to_string(),
+        ]
+    })
+}
+
+/// GET `path`; print the JSON with `--json`, else a table with one row per element.
+pub(crate) fn list(
+    c: &Client,
+    path: &str,
+    q: &[(&str, String)],
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let list = c.get(path, q)?;
     if json {
         return print_json(&list);
     }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            vec![
-                table::time(a["ts_ns"].as_u64()),
-                s(&a["actor"]),
-                s(&a["action"]),
-                s(&a["target"]),
-                a["detail"].to_string(),
-            ]
-        })
-        .collect();
-    table::print(&["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
+    let rows: Vec<Vec<String>> = list.as_array().into_iter().flatten().map(row).collect();
+    table::print(header, &rows);
     Ok(())
 }

@@ -3,41 +3,28 @@ use serde_json::{Value, json};
 
 use crate::{
     client::Client,
-    commands::{print_json, s},
+    commands::{list, print_json, s},
     table,
 };
 
 pub fn runs(c: &Client, state: Option<String>, json: bool) -> anyhow::Result<()> {
     let q: Vec<(&str, String)> = state.map(|v| ("state", v)).into_iter().collect();
-    let list = c.get("/api/v1/runs", &q)?;
-    if json {
-        return print_json(&list);
-    }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            vec![
-                s(&r["id"]),
-                s(&r["playbook"]),
-                s(&r["host_name"]),
-                s(&r["state"]),
-                s(&r["step"]),
-                table::time(r["created_ns"].as_u64()),
-                s(&r["context"]["outcome"]),
-                s(&r["context"]["incident"]),
-                s(&r["error"]),
-            ]
-        })
-        .collect();
-    table::print(
-        &[
-            "ID", "PLAYBOOK", "HOST", "STATE", "STEP", "STARTED", "APPROVAL", "INCIDENT", "ERROR",
-        ],
-        &rows,
-    );
-    Ok(())
+    let header = [
+        "ID", "PLAYBOOK", "HOST", "STATE", "STEP", "STARTED", "APPROVAL", "INCIDENT", "ERROR",
+    ];
+    list(c, "/api/v1/runs", &q, json, &header, |r| {
+        vec![
+            s(&r["id"]),
+            s(&r["playbook"]),
+            s(&r["host_name"]),
+            s(&r["state"]),
+            s(&r["step"]),
+            table::time(r["created_ns"].as_u64()),
+            s(&r["context"]["outcome"]),
+            s(&r["context"]["incident"]),
+            s(&r["error"]),
+        ]
+    })
 }
 
 pub fn run_show(c: &Client, id: i64, json: bool) -> anyhow::Result<()> {
@@ -84,39 +71,26 @@ pub fn run_show(c: &Client, id: i64, json: bool) -> anyhow::Result<()> {
 
 pub fn approvals(c: &Client, state: Option<String>, json: bool) -> anyhow::Result<()> {
     let q: Vec<(&str, String)> = state.map(|v| ("state", v)).into_iter().collect();
-    let list = c.get("/api/v1/approvals", &q)?;
-    if json {
-        return print_json(&list);
-    }
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            vec![
-                s(&a["id"]),
-                s(&a["run_id"]),
-                s(&a["via"]),
-                s(&a["state"]),
-                table::time(a["deadline_ns"].as_u64()),
-                s(&a["decided_by"]),
-                s(&a["question"]),
-            ]
-        })
-        .collect();
-    table::print(
-        &[
-            "ID",
-            "RUN",
-            "VIA",
-            "STATE",
-            "DEADLINE",
-            "DECIDED BY",
-            "QUESTION",
-        ],
-        &rows,
-    );
-    Ok(())
+    let header = [
+        "ID",
+        "RUN",
+        "VIA",
+        "STATE",
+        "DEADLINE",
+        "DECIDED BY",
+        "QUESTION",
+    ];
+    list(c, "/api/v1/approvals", &q, json, &header, |a| {
+        vec![
+            s(&a["id"]),
+            s(&a["run_id"]),
+            s(&a["via"]),
+            s(&a["state"]),
+            table::time(a["deadline_ns"].as_u64()),
+            s(&a["decided_by"]),
+            s(&a["question"]),
+        ]
+    })
 }
 
 pub fn decide(c: &Client, id: i64, approve: bool, json: bool) -> anyhow::Result<()> {
