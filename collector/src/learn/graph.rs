@@ -365,7 +365,7 @@ impl<'a> Builder<'a> {
                 }
             })
             .collect();
-        edges.sort_by(|a, b| a.key.cmp(&b.key));
+        edges.sort_by_key(|a| a.key);
         Graph {
             hosts,
             edges,
