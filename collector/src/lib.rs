@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod ingest;
+pub mod learn;
 pub mod metrics;
 pub mod outputs;
 pub mod pki;

@@ -9,6 +9,7 @@ mod commands;
 mod error;
 mod flows;
 mod hosts;
+mod learn;
 mod openapi;
 mod policies;
 mod runs;
@@ -114,6 +115,9 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/policies/{version}/publish",
             post(policies::publish),
         )
+        .route("/api/v1/policies/{version}/stats", get(learn::stats))
+        .route("/api/v1/policies/{version}/approve", post(learn::approve))
+        .route("/api/v1/learn", post(learn::learn))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{key}/snooze", post(alerts::snooze))
         .route("/api/v1/alerts/{key}/mute", post(alerts::mute))

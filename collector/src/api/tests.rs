@@ -433,3 +433,67 @@ async fn approvals_are_decided_once_by_the_console_or_by_a_one_time_link() {
         "{d}"
     );
 }
+
+#[tokio::test]
+async fn learning_makes_a_draft_with_stats_and_approvals() {
+    let api = api().await;
+    let url = |p: &str| format!("{}{p}", api.base);
+    let admin = || Some(api.admin.clone());
+    let (s, r) = call(url("/api/v1/learn"), admin(), Some(json!({"since": "2h"}))).await;
+    assert_eq!(s, 201, "{r}");
+    let v = r["version"].as_i64().expect("version");
+    assert_eq!(r["clusters"][0]["group"], "web", "{r}");
+    assert_eq!(r["records"], 2);
+    assert!(r["yaml"].as_str().expect("yaml").contains("catch_all"));
+    // The same versions as `policy apply`: a draft, shown and publishable.
+    let (s, p) = call(url(&format!("/api/v1/policies/{v}")), admin(), None).await;
+    assert_eq!((s, p["state"].as_str()), (200, Some("draft")), "{p}");
+    let (s, st) = call(url(&format!("/api/v1/policies/{v}/stats")), admin(), None).await;
+    assert_eq!((s, st["version"].as_i64()), (200, Some(v)), "{st}");
+    let rule = st["rules"][0]["name"].as_str().expect("rule").to_string();
+    let (s, a) = call(
+        url(&format!("/api/v1/policies/{v}/approve")),
+        admin(),
+        Some(json!({"groups": ["web"], "rules": [rule]})),
+    )
+    .await;
+    assert_eq!((s, &a["groups"]), (200, &json!(["web"])), "{a}");
+    let (s, e) = call(
+        url(&format!("/api/v1/policies/{v}/approve")),
+        admin(),
+        Some(json!({"rules": ["nope"]})),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    // A second run keeps the approved items.
+    let (s, r2) = call(url("/api/v1/learn"), admin(), Some(json!({"since": "2h"}))).await;
+    assert_eq!((s, r2["carried_from"].as_i64()), (201, Some(v)), "{r2}");
+    assert_eq!(r2["carried_rules"], json!([rule]));
+    // Errors name the field; an empty window is refused.
+    let (s, e) = call(
+        url("/api/v1/learn"),
+        admin(),
+        Some(json!({"since": "2h", "partition": "subnet"})),
+    )
+    .await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap_or("").contains("partition"),
+        "{e}"
+    );
+    let (s, e) = call(
+        url("/api/v1/learn"),
+        admin(),
+        Some(json!({"since": "10d", "until": "9d"})),
+    )
+    .await;
+    assert_eq!(s, 422, "{e}");
+    let (s, _) = call(
+        url(&format!("/api/v1/policies/{v}/publish")),
+        admin(),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = call(url("/api/v1/policies/999/stats"), admin(), None).await;
+    assert_eq!(s, 404);
+}

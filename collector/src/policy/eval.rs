@@ -96,7 +96,8 @@ pub struct Evaluator {
     no_cidr: FixedBitSet,
 }
 
-fn host_passes(g: &Group, h: &HostFacts) -> bool {
+/// Whether a host passes a group's host filters (name and labels).
+pub fn host_passes(g: &Group, h: &HostFacts) -> bool {
     g.hostname.as_ref().is_none_or(|set| set.is_match(&h.name))
         && g.labels
             .iter()

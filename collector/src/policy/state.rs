@@ -32,18 +32,30 @@ pub fn build_context(store: &Store) -> Result<Option<Context>, StoreError> {
             return Ok(None);
         }
     };
+    let (hosts, ip_hosts) = host_context(store)?;
+    Ok(Some(Context {
+        policy: Arc::new(compiled),
+        version: row.version,
+        hosts,
+        ip_hosts,
+    }))
+}
+
+/// Enrolled hosts as a policy sees them: agent id → name and labels, and the addresses of
+/// their interfaces (from their inventories) → agent id. Policy learning uses the same.
+pub fn host_context(store: &Store) -> Result<(HostMap, IpHostMap), StoreError> {
     let hosts = store
         .host_facts()?
         .into_iter()
         .map(|(id, (name, labels))| (id, HostFacts { name, labels }))
         .collect();
-    Ok(Some(Context {
-        policy: Arc::new(compiled),
-        version: row.version,
-        hosts,
-        ip_hosts: store.host_addresses()?,
-    }))
+    Ok((hosts, store.host_addresses()?))
 }
+
+/// Agent id → facts.
+pub type HostMap = std::collections::HashMap<String, HostFacts>;
+/// Address → agent id.
+pub type IpHostMap = std::collections::HashMap<std::net::IpAddr, String>;
 
 impl PolicyState {
     pub fn new() -> Arc<Self> {

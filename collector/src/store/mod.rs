@@ -8,6 +8,7 @@ mod alerts;
 mod commands;
 mod flows;
 mod hosts;
+mod learn;
 mod policies;
 mod runs;
 mod tokens;
@@ -21,11 +22,12 @@ pub use alerts::{AlertFilter, AlertRow};
 pub use commands::{AuditRow, CommandRow, HostEnforcement, NewCommand};
 pub use flows::{FlowFilter, FlowRow, MAX_LIMIT as MAX_FLOW_LIMIT};
 pub use hosts::HostRow;
+pub use learn::{Approvals, FlowObservation, LearnHost};
 pub use policies::{PolicyRow, PublishRefusal};
 pub use runs::{ApprovalRow, Next, RunRow, RunStepRow, StepRecord};
 pub use tokens::{Scope, TokenInfo, TokenRefusal};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -173,12 +175,13 @@ impl Store {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 5] = [
+        let steps: [(i64, &str); 6] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
             (3, include_str!("schema_v3.sql")),
             (4, include_str!("schema_v4.sql")),
             (5, include_str!("schema_v5.sql")),
+            (6, include_str!("schema_v6.sql")),
         ];
         for (to, sql) in steps {
             if version < to {

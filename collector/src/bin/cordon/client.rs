@@ -64,6 +64,26 @@ impl Client {
         Self::answer(req.send_json(body), path)
     }
 
+    /// POST `body` as JSON to `path`, waiting up to `timeout` for the answer (long
+    /// synchronous operations such as learning).
+    pub fn post_slow(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", a);
+        }
+        Self::answer(req.send_json(body), path)
+    }
+
     fn answer(
         res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         path: &str,

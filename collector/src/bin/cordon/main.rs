@@ -1,6 +1,7 @@
 //! `cordon`: the operator's CLI over the collector's REST API.
 mod client;
 mod commands;
+mod learn;
 mod runs;
 mod table;
 
@@ -147,6 +148,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Learn a draft policy from the flows of a window (groups from clusters of hosts
+    /// that talk alike, allow rules for what they did); review, approve, publish it.
+    Learn {
+        /// Start of the window: a duration before now (24h) or RFC 3339.
+        #[arg(long)]
+        since: String,
+        /// End of the window (default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Never cluster across it: `label:KEY` or `cidr:NET[,NET...]`.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Similarity (0 to 1) at which hosts are clustered together (default 0.6).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Groups from `clusters` (host names) or `labels`.
+        #[arg(long)]
+        groups: Option<String>,
+        /// The draft's name (default `learned`).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// API tokens and agents' join tokens.
     Token {
         #[command(subcommand)]
@@ -191,6 +216,20 @@ enum PolicyCommand {
     },
     /// What changed from version A to version B (numbers or `published`).
     Diff { from: String, to: String },
+    /// Approve groups and rules of a version: later learning runs keep them as they are.
+    Approve {
+        version: i64,
+        /// A group name (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A rule name (repeatable).
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A learned version's statistics: clusters, confidences, rules with flags.
+    Stats { version: i64 },
 }
 
 #[derive(Subcommand)]
@@ -295,6 +334,15 @@ fn main() -> ExitCode {
                     }
                     PolicyCommand::List { json } => commands::policy_list(&c, json),
                     PolicyCommand::Diff { from, to } => commands::policy_diff(&c, &from, &to),
+                    PolicyCommand::Approve {
+                        version,
+                        groups,
+                        rules,
+                        json,
+                    } => learn::approve(&c, version, &groups, &rules, json),
+                    PolicyCommand::Stats { version } => commands::print_json(
+                        &c.get(&format!("/api/v1/policies/{version}/stats"), &[])?,
+                    ),
                 },
                 Command::Alerts {
                     command: Some(cmd), ..
@@ -335,6 +383,26 @@ fn main() -> ExitCode {
                 Command::Approvals { state, json } => runs::approvals(&c, state, json),
                 Command::Approve { id, json } => runs::decide(&c, id, true, json),
                 Command::Deny { id, json } => runs::decide(&c, id, false, json),
+                Command::Learn {
+                    since,
+                    until,
+                    partition,
+                    threshold,
+                    groups,
+                    name,
+                    json,
+                } => learn::learn(
+                    &c,
+                    &learn::LearnArgs {
+                        since,
+                        until,
+                        partition,
+                        threshold,
+                        groups,
+                        name,
+                        json,
+                    },
+                ),
                 Command::Token { command } => match command {
                     TokenCommand::Create {
                         enroll,
