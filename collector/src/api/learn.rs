@@ -100,6 +100,10 @@ pub async fn learn(
             "no flows were recorded in the window; learn from a longer or later one",
         )),
         Err(LearnError::Store(e)) => Err(e.into()),
+        // Sparse windows can cluster poorly and give a draft beyond the parser's limits.
+        Err(LearnError::Draft(e)) => Err(ApiError::unprocessable(format!(
+            "the learned draft does not check ({e}); learn from a longer window or with a lower threshold"
+        ))),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
