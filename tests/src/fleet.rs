@@ -131,6 +131,19 @@ impl Fleet {
         self.run_in(ns, None, cmd)
     }
 
+    /// Whether `exe` (curl, or a copy of it) on `from`, in its cgroup, gets an HTTP answer
+    /// from `to`:`port` within 2 s.
+    pub fn http_get(&self, from: &FleetHost, to: &FleetHost, port: u16, exe: &str) -> bool {
+        let url = format!("http://{}:{port}/", to.ip);
+        self.run_in(
+            &from.ns,
+            Some(&from.cgroup),
+            &[exe, "-s", "-m", "2", "-o", "/dev/null", &url],
+        )
+        .status
+        .success()
+    }
+
     /// Runs `cmd` in namespace `ns`, inside `cgroup` if given, to completion.
     pub fn run_in(&self, ns: &str, cgroup: Option<&Path>, cmd: &[&str]) -> Output {
         ns_command(ns, cgroup, cmd)

@@ -128,23 +128,7 @@ impl ResponseLab {
 
     /// `exe` (curl or a copy) in `from`'s namespace and cgroup, to `to`:`port`.
     pub fn connect(&self, from: &FleetHost, to: &FleetHost, port: u16, exe: &str) -> bool {
-        self.c
-            .fleet
-            .run_in(
-                &from.ns,
-                Some(&from.cgroup),
-                &[
-                    exe,
-                    "-s",
-                    "-m",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    &format!("http://{}:{port}/", to.ip),
-                ],
-            )
-            .status
-            .success()
+        self.c.fleet.http_get(from, to, port, exe)
     }
 
     /// The run for h2's alert about `port`.

@@ -22,22 +22,7 @@ const POLICY: &str = "name: isolation-lab\ncatch_all:\n  - action: deny\n    sev
 const ALLOWED_PORT: u16 = 2222;
 
 fn curl(c: &Cluster, from: &FleetHost, to: &FleetHost, port: u16) -> bool {
-    c.fleet
-        .run_in(
-            &from.ns,
-            Some(&from.cgroup),
-            &[
-                "curl",
-                "-s",
-                "-m",
-                "2",
-                "-o",
-                "/dev/null",
-                &format!("http://{}:{port}/", to.ip),
-            ],
-        )
-        .status
-        .success()
+    c.fleet.http_get(from, to, port, "curl")
 }
 
 /// Which kinds of traffic get from `from` to `to` right now: (tcp, udp, icmp).

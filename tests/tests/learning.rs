@@ -9,22 +9,7 @@ use cordon_tests::{cluster::Cluster, fleet::FleetHost, servers_py, wait_until};
 use serde_json::Value;
 
 fn curl(c: &Cluster, from: &FleetHost, to: &FleetHost, port: u16) -> bool {
-    c.fleet
-        .run_in(
-            &from.ns,
-            Some(&from.cgroup),
-            &[
-                "curl",
-                "-s",
-                "-m",
-                "2",
-                "-o",
-                "/dev/null",
-                &format!("http://{}:{port}/", to.ip),
-            ],
-        )
-        .status
-        .success()
+    c.fleet.http_get(from, to, port, "curl")
 }
 
 /// One round of the tiers' normal traffic.

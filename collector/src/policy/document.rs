@@ -142,21 +142,24 @@ impl PolicyError {
     }
 }
 
+/// A YAML syntax or type error as a [`PolicyError`]: its location, and the plain message
+/// without the library's snippet and its own location suffix.
+pub fn yaml_error(e: serde_saphyr::Error) -> PolicyError {
+    let loc = e.location();
+    let text = e.without_snippet().to_string();
+    let message = text
+        .rfind(" at line ")
+        .map_or(text.as_str(), |i| &text[..i])
+        .to_string();
+    PolicyError {
+        line: loc.map_or(0, |l| l.line()),
+        column: loc.map_or(0, |l| l.column()),
+        field: String::new(),
+        message,
+    }
+}
+
 /// Parses a policy document (syntax and types; `compile` checks the meaning).
 pub fn parse(text: &str) -> Result<Document, PolicyError> {
-    serde_saphyr::from_str(text).map_err(|e| {
-        let loc = e.location();
-        // The plain message, without the library's snippet and its own location suffix.
-        let text = e.without_snippet().to_string();
-        let message = text
-            .rfind(" at line ")
-            .map_or(text.as_str(), |i| &text[..i])
-            .to_string();
-        PolicyError {
-            line: loc.map_or(0, |l| l.line()),
-            column: loc.map_or(0, |l| l.column()),
-            field: String::new(),
-            message,
-        }
-    })
+    serde_saphyr::from_str(text).map_err(yaml_error)
 }

@@ -326,20 +326,8 @@ fn channel(v: &Spanned<String>, field: &str, avail: &Available) -> Result<Channe
 
 /// Parses and checks one playbook.
 pub fn parse(text: &str, avail: &Available) -> Result<Playbook, PolicyError> {
-    let doc: PlaybookDoc = serde_saphyr::from_str(text).map_err(|e| {
-        let loc = e.location();
-        let t = e.without_snippet().to_string();
-        let message = t
-            .rfind(" at line ")
-            .map_or(t.as_str(), |i| &t[..i])
-            .to_string();
-        PolicyError {
-            line: loc.map_or(0, |l| l.line()),
-            column: loc.map_or(0, |l| l.column()),
-            field: String::new(),
-            message,
-        }
-    })?;
+    let doc: PlaybookDoc =
+        serde_saphyr::from_str(text).map_err(crate::policy::document::yaml_error)?;
     check(doc, avail)
 }
 
