@@ -5,7 +5,7 @@
 //! time. Here connections hand their batches to a single writer thread over a bounded
 //! queue; it takes whatever has queued up while its previous commit ran (up to
 //! [`MAX_GROUP_BATCHES`] batches or [`MAX_GROUP_RECORDS`] records), stores them in one
-//! transaction ([`Store::store_batches`](crate::store::Store::store_batches)) and only then
+//! transaction ([`FlowStore::store_batches`](crate::store::FlowStore::store_batches)) and only then
 //! answers each connection. The guarantee is unchanged: a connection acknowledges a batch
 //! only after the commit that made it durable has returned.
 //!

@@ -150,7 +150,7 @@ impl Graph {
             &facts,
             &ip_hosts,
         );
-        let records = store.for_each_flow(since_ns, until_ns, |o| {
+        let records = store.for_each_flow(since_ns, until_ns, &mut |o| {
             let Ok(local_ip) = o.local_ip.parse::<IpAddr>() else {
                 return;
             };

@@ -247,7 +247,7 @@ fn escaped(store: &Store, yaml: &str) -> u64 {
     }));
     let mut denied = 0;
     store
-        .for_each_flow(0, u64::MAX / 2, |o| {
+        .for_each_flow(0, u64::MAX / 2, &mut |o| {
             let d = ev.evaluate(&FlowView {
                 host: &agents[&o.host_id],
                 proto: graph::proto_number(o.proto),

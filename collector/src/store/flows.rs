@@ -1,7 +1,7 @@
 //! Querying stored flows (what `GET /api/v1/flows` and `cordon flows` will serve).
-use rusqlite::{ToSql, types::Value};
+use cordon_wire::FlowBatch;
 
-use super::{Store, StoreError};
+use super::{Compliance, Conversation, StoreError, Stored};
 
 /// Most rows one query returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -55,77 +55,31 @@ pub struct FlowRow {
     pub policy_version: Option<i64>,
 }
 
-impl Store {
-    pub fn flows(&self, f: &FlowFilter) -> Result<Vec<FlowRow>, StoreError> {
-        let mut sql = String::from(
-            "SELECT h.host_name, f.event, f.first_seen_ns, f.last_seen_ns, f.proto, f.direction,
-                    f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.bytes_out,
-                    f.bytes_in, f.pid, f.exe, f.verdict, f.policy_verdict, f.policy_rule,
-                    f.policy_version
-             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE 1 = 1",
-        );
-        let mut args: Vec<Value> = Vec::new();
-        let mut add = |clause: &str, values: Vec<Value>| {
-            sql.push_str(clause);
-            args.extend(values);
-        };
-        if let Some(h) = &f.host {
-            add(
-                " AND (h.agent_id = ? OR h.host_name = ?)",
-                vec![h.clone().into(), h.clone().into()],
-            );
-        }
-        if let Some(ip) = f.remote_ip {
-            add(" AND f.remote_ip = ?", vec![ip.to_string().into()]);
-        }
-        if let Some(p) = f.port {
-            add(
-                " AND (f.remote_port = ? OR f.local_port = ?)",
-                vec![i64::from(p).into(), i64::from(p).into()],
-            );
-        }
-        if let Some(exe) = &f.exe {
-            add(" AND f.exe = ?", vec![exe.clone().into()]);
-        }
-        if let Some(v) = &f.verdict {
-            add(" AND f.policy_verdict = ?", vec![v.clone().into()]);
-        }
-        if let Some(t) = f.since_ns {
-            add(" AND f.last_seen_ns >= ?", vec![super::ns(t).into()]);
-        }
-        if let Some(t) = f.until_ns {
-            add(" AND f.first_seen_ns < ?", vec![super::ns(t).into()]);
-        }
-        let limit = match f.limit {
-            0 => 100,
-            n => n.min(MAX_LIMIT),
-        };
-        sql.push_str(" ORDER BY f.last_seen_ns DESC, f.id DESC LIMIT ?");
-        args.push(Value::Integer(limit as i64));
-        let params: Vec<&dyn ToSql> = args.iter().map(|v| v as &dyn ToSql).collect();
-        let mut q = self.conn.prepare(&sql)?;
-        let rows = q.query_map(params.as_slice(), |r| {
-            Ok(FlowRow {
-                host: r.get(0)?,
-                event: r.get(1)?,
-                first_seen_ns: r.get::<_, i64>(2)? as u64,
-                last_seen_ns: r.get::<_, i64>(3)? as u64,
-                proto: r.get(4)?,
-                direction: r.get(5)?,
-                local_ip: r.get(6)?,
-                local_port: r.get(7)?,
-                remote_ip: r.get(8)?,
-                remote_port: r.get(9)?,
-                bytes_out: r.get::<_, i64>(10)? as u64,
-                bytes_in: r.get::<_, i64>(11)? as u64,
-                pid: r.get(12)?,
-                exe: r.get(13)?,
-                verdict: r.get(14)?,
-                policy_verdict: r.get(15)?,
-                policy_rule: r.get(16)?,
-                policy_version: r.get(17)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+pub trait FlowStore {
+    fn flows(&self, f: &FlowFilter) -> Result<Vec<FlowRow>, StoreError>;
+
+    /// Stores a batch durably (see the module docs), without compliance verdicts.
+    fn store_batch(&mut self, agent_id: &str, batch: &FlowBatch) -> Result<Stored, StoreError>;
+
+    /// Stores several agents' batches in one transaction, so one commit (one fsync) makes
+    /// them all durable: group commit. A batch of an unknown agent is refused alone (that
+    /// is found before anything of it is written); any other error fails the whole group,
+    /// and then nothing of it is stored.
+    fn store_batches(
+        &mut self,
+        batches: &[(&str, &FlowBatch)],
+        compliance: &mut Compliance<'_>,
+    ) -> Result<Vec<Result<Stored, StoreError>>, StoreError>;
+
+    /// Sets this connection's page cache, in KiB, where the backend has one (SQLite's
+    /// default is 2 MiB; PostgreSQL's shared buffers are the server's). The ingest
+    /// writer uses a large one: the flows' indexes take inserts all over, and every page
+    /// missing from the cache is a read from the file.
+    fn set_cache_kib(&mut self, kib: u32) -> Result<(), StoreError>;
+
+    /// Deletes flows last seen before `before_ns`; returns how many.
+    fn apply_retention(&mut self, before_ns: u64) -> Result<usize, StoreError>;
+
+    /// Conversation edges of a host, busiest first.
+    fn conversations(&self, agent_id: &str) -> Result<Vec<Conversation>, StoreError>;
 }

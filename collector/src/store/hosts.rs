@@ -1,8 +1,7 @@
 //! Querying hosts (what `GET /api/v1/hosts` and `cordon hosts` serve).
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::StoreError;
 
 /// One host: an agent that has connected at least once.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -32,66 +31,39 @@ pub struct HostRow {
     pub enforcement_backend: Option<String>,
 }
 
-const SELECT: &str = "SELECT h.agent_id, h.host_name, h.agent_version, h.capture,
-        h.first_seen_ns, h.last_seen_ns, h.last_seq, h.revoked, i.updated_ns, h.isolated,
-        h.isolated_since_ns, h.isolated_by, h.isolation_reason, h.isolation_expires_ns,
-        h.enforcement_backend
-    FROM hosts h LEFT JOIN inventory i ON i.host_id = h.id";
-
-fn u(v: i64) -> u64 {
-    v.max(0) as u64
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
-    Ok(HostRow {
-        id: r.get(0)?,
-        host_name: r.get(1)?,
-        agent_version: r.get(2)?,
-        capture: r.get(3)?,
-        first_seen_ns: u(r.get(4)?),
-        last_seen_ns: u(r.get(5)?),
-        last_seq: u(r.get(6)?),
-        revoked: r.get(7)?,
-        inventory_updated_ns: r.get::<_, Option<i64>>(8)?.map(u),
-        isolated: r.get(9)?,
-        isolated_since_ns: r.get::<_, Option<i64>>(10)?.map(u),
-        isolated_by: r.get(11)?,
-        isolation_reason: r.get(12)?,
-        isolation_expires_ns: r.get::<_, Option<i64>>(13)?.map(u),
-        enforcement_backend: r.get(14)?,
-    })
-}
-
-impl Store {
+pub trait HostStore {
     /// Every host, by name.
-    pub fn hosts(&self) -> Result<Vec<HostRow>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare(&format!("{SELECT} ORDER BY h.host_name, h.agent_id"))?;
-        let rows = q.query_map([], row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
+    fn hosts(&self) -> Result<Vec<HostRow>, StoreError>;
 
     /// One host by agent id, or else by host name when exactly one host has it.
-    pub fn host(&self, id_or_name: &str) -> Result<Option<HostRow>, StoreError> {
-        if let Some(h) = self
-            .conn
-            .query_row(
-                &format!("{SELECT} WHERE h.agent_id = ?1"),
-                [id_or_name],
-                row,
-            )
-            .optional()?
-        {
-            return Ok(Some(h));
-        }
-        let mut q = self
-            .conn
-            .prepare(&format!("{SELECT} WHERE h.host_name = ?1 LIMIT 2"))?;
-        let found: Vec<HostRow> = q.query_map([id_or_name], row)?.collect::<Result<_, _>>()?;
-        Ok(match found.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
-        })
-    }
+    fn host(&self, id_or_name: &str) -> Result<Option<HostRow>, StoreError>;
+
+    /// Records that agent `agent_id` connected; returns its host id and the highest batch
+    /// sequence number stored for it.
+    fn host_connected(
+        &mut self,
+        agent_id: &str,
+        host_name: &str,
+        agent_version: &str,
+        capture: &str,
+        now_ns: u64,
+    ) -> Result<(i64, u64), StoreError>;
+
+    /// Whether agent `agent_id` was revoked (unknown agents are not).
+    fn is_revoked(&self, agent_id: &str) -> Result<bool, StoreError>;
+
+    /// Refuses agent `agent_id` from now on (its certificate stays valid cryptographically,
+    /// so the collector checks this at every connection). Returns false if unknown.
+    fn revoke(&mut self, agent_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores the latest inventory of an agent (the encoded message).
+    fn store_inventory(
+        &mut self,
+        agent_id: &str,
+        body: &[u8],
+        now_ns: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The latest inventory an agent sent, if any.
+    fn inventory(&self, agent_id: &str) -> Result<Option<cordon_wire::Inventory>, StoreError>;
 }
