@@ -24,6 +24,9 @@ pub struct CollectorConfig {
     pub alerts: crate::alerts::AlertSettings,
     pub outputs: crate::outputs::OutputsConfig,
     pub response: crate::response::config::ResponseConfig,
+    /// Present: this collector is a node of a cluster (state in PostgreSQL, agent
+    /// batches through Kafka); absent: one collector on its embedded SQLite store.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[api]`: the REST API (`/api/v1/...`, `/metrics`).
@@ -61,11 +64,20 @@ impl Default for CollectorConfig {
             alerts: Default::default(),
             outputs: Default::default(),
             response: Default::default(),
+            cluster: None,
         }
     }
 }
 
 impl CollectorConfig {
+    /// This collector's node name: `cluster.node_name`, else the host name.
+    pub fn node_name(&self) -> String {
+        match &self.cluster {
+            Some(c) => c.node(),
+            None => crate::cluster::config::host_name(),
+        }
+    }
+
     /// Reads and checks a config file; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -114,6 +126,10 @@ impl CollectorConfig {
         cfg.response
             .validate()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Some(c) = &cfg.cluster {
+            c.validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         Ok(cfg)
     }
 }
@@ -143,6 +159,15 @@ mod tests {
             ("[api]\nlisten = \"0.0.0.0:7480\"\n", "api.listen"),
             ("[api]\nlisten = 7480\n", "listen"),
             ("lisen = \"0.0.0.0:1\"\n", "lisen"),
+            (
+                "[cluster]\nkafka_brokers = [\"k:9092\"]\n",
+                "cluster.postgres_url",
+            ),
+            (
+                "[cluster]\npostgres_url = \"postgresql://c@db/c\"\n",
+                "cluster.kafka_brokers",
+            ),
+            ("[cluster]\npostgress_url = \"x\"\n", "postgress_url"),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(field), "{text}: {err}");

@@ -3,6 +3,7 @@
 //! REST API (`api`) and its own metrics (`metrics`). `serve` ties them together.
 pub mod alerts;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod ingest;
 pub mod learn;

@@ -158,6 +158,7 @@ fn start_response(
         alerts: cfg.alerts.clone(),
         public_url: (!r.public_url.is_empty()).then(|| r.public_url.clone()),
         clock: Box::new(crate::ingest::now_ns),
+        node: cfg.node_name(),
     };
     Ok(Some(engine.spawn(stop.clone(), compliance.outbox.clone())?))
 }

@@ -34,6 +34,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 const DUO_POLL_FAST: Duration = Duration::from_millis(250);
 const DUO_POLL: Duration = Duration::from_secs(1);
 const DUO_FAST_FOR: Duration = Duration::from_secs(5);
+/// How long a claimed run is this engine's alone. Every step ends (done, parked, failed)
+/// well within it; an engine that dies mid-step leaves its runs to another collector of
+/// the cluster after this long.
+pub const RUN_LEASE: Duration = Duration::from_secs(60);
 
 pub struct Engine {
     pub store: Arc<Mutex<Store>>,
@@ -46,6 +50,8 @@ pub struct Engine {
     /// Base URL of this collector's API as approvers reach it (for approval links).
     pub public_url: Option<String>,
     pub clock: Box<dyn Fn() -> u64 + Send>,
+    /// This collector's node name: the owner of the runs it claims.
+    pub node: String,
 }
 
 fn err(e: StoreError) -> String {
@@ -84,7 +90,8 @@ impl Engine {
     pub fn tick(&mut self) -> Result<usize, String> {
         let started = self.intake()?;
         let now = self.now();
-        let due = self.with_store(|s| s.due_runs(now, 100))?;
+        let (owner, lease) = (self.node.clone(), RUN_LEASE.as_nanos() as u64);
+        let due = self.with_store(|s| s.claim_due_runs(now, 100, &owner, lease))?;
         let n = due.len();
         for run in due {
             self.advance(run)?;

@@ -158,6 +158,7 @@ fn engine(store: Arc<Mutex<Store>>, pb: Playbook, fake: Fake, clock: Arc<AtomicU
         alerts: Default::default(),
         public_url: Some("http://127.0.0.1:7480".into()),
         clock: Box::new(move || c.load(Ordering::Relaxed)),
+        node: "test-node".into(),
     }
 }
 

@@ -29,6 +29,12 @@ pub struct HostRow {
     pub isolation_expires_ns: Option<u64>,
     /// nftables, ebpf or none, as the agent reported.
     pub enforcement_backend: Option<String>,
+    /// The collector node the agent is connected to now (absent: not connected, as far
+    /// as the store knows; a node that died leaves its name here until the agent
+    /// reconnects elsewhere — compare the node's heartbeat).
+    pub node: Option<String>,
+    /// Unix ns since when it is connected there.
+    pub connected_ns: Option<u64>,
 }
 
 pub trait HostStore {

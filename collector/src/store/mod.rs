@@ -9,6 +9,7 @@
 //! acknowledged. A batch whose sequence number is not above the stored one is a resend
 //! (the agent did not see the ack) and is acknowledged without storing twice.
 mod alerts;
+mod cluster;
 mod commands;
 mod flows;
 mod hosts;
@@ -23,6 +24,7 @@ use std::path::Path;
 use cordon_wire::{Direction, FlowEvent, Proto, Verdict};
 
 pub use alerts::{AlertFilter, AlertRow, AlertStore};
+pub use cluster::{ClusterStore, NodeInfo, NodeRow};
 pub use commands::{AuditRow, CommandRow, CommandStore, HostEnforcement, NewCommand};
 pub use flows::{FlowFilter, FlowRow, FlowStore, MAX_LIMIT as MAX_FLOW_LIMIT};
 pub use hosts::{HostRow, HostStore};
@@ -51,6 +53,7 @@ pub trait Backend:
     + LearnStore
     + RunStore
     + TokenStore
+    + ClusterStore
     + Send
 {
 }
@@ -64,6 +67,7 @@ impl<T> Backend for T where
         + LearnStore
         + RunStore
         + TokenStore
+        + ClusterStore
         + Send
 {
 }

@@ -96,7 +96,21 @@ pub trait RunStore {
     ) -> Result<Option<i64>, StoreError>;
 
     /// Unfinished runs whose wake time has come, oldest first.
-    fn due_runs(&self, now_ns: u64, limit: usize) -> Result<Vec<RunRow>, StoreError>;
+    /// Claims up to `limit` unfinished runs whose wake time has come and that no live
+    /// engine holds, for `owner` until `now_ns + lease_ns`, oldest first. The next
+    /// transition of a run ([`finish_step`](Self::finish_step), [`park_run`](Self::park_run),
+    /// [`run_command`](Self::run_command), [`request_approval`](Self::request_approval))
+    /// gives the claim back; an engine that dies mid-step leaves it to expire, and another
+    /// engine takes the run over then. On PostgreSQL the claim skips rows another engine
+    /// is claiming at the same moment (`FOR UPDATE SKIP LOCKED`), so two nodes never get
+    /// the same run.
+    fn claim_due_runs(
+        &mut self,
+        now_ns: u64,
+        limit: usize,
+        owner: &str,
+        lease_ns: u64,
+    ) -> Result<Vec<RunRow>, StoreError>;
 
     fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError>;
 

@@ -108,7 +108,7 @@ impl fmt::Debug for KafkaConfig {
 }
 
 /// Checks `host:port` (host non-empty, port 1..=65535; IPv6 literals in brackets).
-fn check_broker(b: &str) -> Result<(), &'static str> {
+pub(crate) fn check_broker(b: &str) -> Result<(), &'static str> {
     let (host, port) = b.rsplit_once(':').ok_or("expected host:port")?;
     let host = match host.strip_prefix('[') {
         Some(v6) => v6
@@ -127,7 +127,7 @@ fn check_broker(b: &str) -> Result<(), &'static str> {
 }
 
 /// Kafka's own rule for topic names.
-fn check_topic(t: &str) -> Result<(), &'static str> {
+pub(crate) fn check_topic(t: &str) -> Result<(), &'static str> {
     if t.is_empty() || t.len() > 249 {
         return Err("a topic name has 1 to 249 characters");
     }

@@ -12,7 +12,7 @@
 //! `flows_topic` is only configured here: streaming flow records to it is wired
 //! separately, not by this sink.
 mod classify;
-mod config;
+pub(crate) mod config;
 mod counters;
 mod sink;
 #[cfg(test)]

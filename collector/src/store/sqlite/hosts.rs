@@ -7,7 +7,7 @@ use crate::store::*;
 const SELECT: &str = "SELECT h.agent_id, h.host_name, h.agent_version, h.capture,
         h.first_seen_ns, h.last_seen_ns, h.last_seq, h.revoked, i.updated_ns, h.isolated,
         h.isolated_since_ns, h.isolated_by, h.isolation_reason, h.isolation_expires_ns,
-        h.enforcement_backend
+        h.enforcement_backend, h.node, h.connected_ns
     FROM hosts h LEFT JOIN inventory i ON i.host_id = h.id";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
@@ -27,6 +27,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         isolation_reason: r.get(12)?,
         isolation_expires_ns: r.get::<_, Option<i64>>(13)?.map(u),
         enforcement_backend: r.get(14)?,
+        node: r.get(15)?,
+        connected_ns: r.get::<_, Option<i64>>(16)?.map(u),
     })
 }
 

@@ -3,6 +3,7 @@
 //! connections to one file (ingest, API, outputs, playbooks); writers take the lock at the
 //! start of their transaction (`BEGIN IMMEDIATE`) and wait for one another.
 mod alerts;
+mod cluster;
 mod commands;
 mod flows;
 mod hosts;
@@ -17,7 +18,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -58,13 +59,14 @@ impl SqliteStore {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 6] = [
+        let steps: [(i64, &str); 7] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
             (3, include_str!("schema_v3.sql")),
             (4, include_str!("schema_v4.sql")),
             (5, include_str!("schema_v5.sql")),
             (6, include_str!("schema_v6.sql")),
+            (7, include_str!("schema_v7.sql")),
         ];
         for (to, sql) in steps {
             if version < to {

@@ -112,12 +112,32 @@ impl RunStore for SqliteStore {
         Ok(Some(id))
     }
 
-    fn due_runs(&self, now_ns: u64, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        let mut q = self.conn.prepare(&format!(
-            "{RUN} WHERE state IN ('running', 'waiting') AND wake_ns <= ?1 ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = q.query_map(params![ns(now_ns), limit as i64], run_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    fn claim_due_runs(
+        &mut self,
+        now_ns: u64,
+        limit: usize,
+        owner: &str,
+        lease_ns: u64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        let tx = self.write_tx()?;
+        let ids: Vec<i64> = {
+            let mut q = tx.prepare(
+                "SELECT id FROM runs WHERE state IN ('running', 'waiting') AND wake_ns <= ?1
+                     AND lease_until_ns <= ?1 ORDER BY id LIMIT ?2",
+            )?;
+            q.query_map(params![ns(now_ns), limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            tx.execute(
+                "UPDATE runs SET owner = ?2, lease_until_ns = ?3 WHERE id = ?1",
+                params![id, owner, ns(now_ns.saturating_add(lease_ns))],
+            )?;
+            out.push(tx.query_row(&format!("{RUN} WHERE id = ?1"), [id], run_row)?);
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
@@ -183,6 +203,7 @@ impl RunStore for SqliteStore {
         };
         tx.execute(
             "UPDATE runs SET state = ?2, step = ?3, phase = 0, attempts = 0, wake_ns = 0,
+                 owner = NULL, lease_until_ns = 0,
                  context = ?4, updated_ns = ?5, error = ?6 WHERE id = ?1",
             params![run.id, state, step, context.to_string(), ns(now_ns), error],
         )?;
@@ -227,6 +248,7 @@ impl RunStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE runs SET state = 'waiting', phase = ?2, attempts = ?3, context = ?4,
+                 owner = NULL, lease_until_ns = 0,
                  wake_ns = ?5, updated_ns = ?6, error = ?7 WHERE id = ?1",
             params![
                 run_id,
@@ -257,7 +279,8 @@ impl RunStore for SqliteStore {
             o.insert(format!("command:{step}"), Value::from(id));
         }
         tx.execute(
-            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, updated_ns = ?3 WHERE id = ?1",
+            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, updated_ns = ?3,
+                 owner = NULL, lease_until_ns = 0 WHERE id = ?1",
             params![run.id, ctx.to_string(), ns(now_ns)],
         )?;
         tx.commit()?;
@@ -310,7 +333,8 @@ impl RunStore for SqliteStore {
             |r| r.get(0),
         )?;
         tx.execute(
-            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, wake_ns = 0, updated_ns = ?3
+            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, wake_ns = 0, updated_ns = ?3,
+                 owner = NULL, lease_until_ns = 0
              WHERE id = ?1",
             params![run.id, context.to_string(), ns(now_ns)],
         )?;
