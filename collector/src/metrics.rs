@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Records agents reported they had to drop (their spool was full).
     pub records_dropped_by_agents: Counter,
     pub inventories_stored: Counter,
+    /// Cluster: batches this node appended to the flow stream (acknowledged to agents).
+    pub batches_appended: Counter,
+    pub records_appended: Counter,
     pub enrollments: Family<Outcome, Counter>,
     pub api_requests: Family<Outcome, Counter>,
     registry: Registry,
@@ -78,6 +81,16 @@ impl Metrics {
             "records_dropped_by_agents",
             "Flow records agents dropped because their spool was full",
             m.records_dropped_by_agents.clone(),
+        );
+        r.register(
+            "batches_appended",
+            "Cluster: flow batches appended to the flow stream and acknowledged",
+            m.batches_appended.clone(),
+        );
+        r.register(
+            "records_appended",
+            "Cluster: flow records appended to the flow stream",
+            m.records_appended.clone(),
         );
         r.register(
             "inventories_stored",

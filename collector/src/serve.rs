@@ -9,8 +9,9 @@ use anyhow::Context;
 
 use crate::{
     api::{self, ApiState},
+    cluster::membership::{Health, Membership},
     config::CollectorConfig,
-    ingest::{self, Ingest, Live, WriterCompliance},
+    ingest::{self, FlowIntake, Ingest, Live, WriterCompliance},
     metrics::Metrics,
     outputs::{Sink, Wake, dispatch::Dispatcher, hec::HecSink, kafka::KafkaSink},
     pki,
@@ -44,11 +45,13 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         .with_context(|| format!("api.listen {} (tcp)", cfg.api.listen))?;
     let metrics = Arc::new(Metrics::new());
     let metrics_for_outputs = metrics.clone();
+    let node = cfg.node_name();
+    let health = Arc::new(Health::default());
     let live = Arc::new(Live::default());
     let live_for_response = live.clone();
     let policy = PolicyState::new();
     match store.lock() {
-        Ok(s) => policy.reload(&s)?,
+        Ok(s) => policy.reload(&**s)?,
         Err(_) => anyhow::bail!("store lock poisoned"),
     }
     if let Some(ctx) = policy.current() {
@@ -74,6 +77,9 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             live: live.clone(),
             agent_cert_days: cfg.agent_cert_days,
             compliance: compliance.clone(),
+            flows: FlowIntake::Store,
+            node: node.clone(),
+            health: health.clone(),
         },
     ));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -105,7 +111,17 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         &compliance,
         &stop_outputs,
     )?;
-    let retention = tokio::spawn(retention(store, cfg.retention_hours));
+    let retention = tokio::spawn(retention(store, cfg.retention_hours, node.clone()));
+    let beat_metrics = metrics_for_outputs.clone();
+    let heartbeat = Membership {
+        store: open()?,
+        node: node.clone(),
+        agent_addr: endpoint.local_addr()?.to_string(),
+        api_addr: cfg.api.listen.to_string(),
+        health,
+        stats: Box::new(move || node_stats(&beat_metrics)),
+    }
+    .spawn(stop_outputs.clone())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -120,7 +136,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     endpoint.wait_idle().await;
     stop_outputs.store(true, std::sync::atomic::Ordering::Relaxed);
     compliance.outbox.notify();
-    for t in outputs.into_iter().chain(engine) {
+    for t in outputs.into_iter().chain(engine).chain([heartbeat]) {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     Ok(())
@@ -181,6 +197,7 @@ fn start_outputs(
         ));
     }
     let dispatcher = Dispatcher {
+        node: cfg.node_name(),
         store,
         wake: compliance.outbox.clone(),
         metrics: metrics.clone(),
@@ -205,7 +222,20 @@ fn start_outputs(
     Ok(threads)
 }
 
-async fn retention(store: ingest::SharedStore, hours: u64) {
+/// This node's figures in its heartbeat (what `cordon cluster status` shows).
+fn node_stats(m: &Metrics) -> serde_json::Value {
+    serde_json::json!({
+        "agents_connected": m.agents_connected.get(),
+        "batches_stored": m.batches_stored.get(),
+        "batches_appended": m.batches_appended.get(),
+        "records_stored": m.records_stored.get(),
+        "records_appended": m.records_appended.get(),
+    })
+}
+
+/// Deletes flows past the retention period, on one node of a cluster at a time (lease
+/// `retention`).
+async fn retention(store: ingest::SharedStore, hours: u64, node: String) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
@@ -214,9 +244,18 @@ async fn retention(store: ingest::SharedStore, hours: u64) {
             .checked_sub(keep)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as u64);
-        let store = store.clone();
+        let (store, node) = (store.clone(), node.clone());
         let res = tokio::task::spawn_blocking(move || match store.lock() {
-            Ok(mut s) => s.apply_retention(before).map_err(|e| e.to_string()),
+            Ok(mut s) => {
+                let now = crate::ingest::now_ns();
+                // Held for a whole round: the holder keeps it while it beats.
+                let ttl = crate::cluster::ns(Duration::from_secs(900));
+                match s.try_lease("retention", &node, now, ttl) {
+                    Ok(true) => s.apply_retention(before).map_err(|e| e.to_string()),
+                    Ok(false) => Ok(0),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Err(_) => Err("store lock poisoned".into()),
         })
         .await;

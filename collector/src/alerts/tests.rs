@@ -53,7 +53,7 @@ fn store_with_policy() -> (Store, Judge) {
         .expect("store")
         .expect("publish");
     let state = PolicyState::new();
-    state.reload(&s).expect("reload");
+    state.reload(&*s).expect("reload");
     let mut judge = Judge::new(Arc::clone(&state));
     judge.refresh();
     (s, judge)
@@ -256,7 +256,7 @@ fn without_a_published_policy_records_have_no_verdict() {
         .expect("host");
     let v = s.apply_policy("t", POLICY, "test", T0).expect("apply");
     let state = PolicyState::new();
-    state.reload(&s).expect("reload");
+    state.reload(&*s).expect("reload");
     let mut judge = Judge::new(state);
     judge.refresh();
     let settings = AlertSettings::default();

@@ -161,7 +161,7 @@ pub async fn labels(
             for k in &change.remove {
                 s.set_label(&row.id, k, None)?;
             }
-            policy.reload(s)?;
+            policy.reload(&**s)?;
             Ok(Some((row.id.clone(), s.labels(&row.id)?)))
         })
         .await?

@@ -173,7 +173,7 @@ pub async fn publish(
         .store(move |s| {
             let r = s.publish_policy(v, &who, now_ns())?;
             if r.is_ok() {
-                policy.reload(s)?;
+                policy.reload(&**s)?;
             }
             Ok(r)
         })

@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     /// Partitions the flows topic is created with when it does not exist: the most
     /// workers that can share the judging and storing of flows.
     pub flows_partitions: i32,
+    /// Replication factor the flows topic is created with; -1: the brokers' default
+    /// (`default.replication.factor`). Use 3 on a production Kafka cluster.
+    pub flows_replication: i32,
     /// The workers' consumer group.
     pub consumer_group: String,
     /// Whether this node also judges and stores flows (a worker of the consumer group);
@@ -64,6 +67,7 @@ impl Default for ClusterConfig {
             kafka_brokers: Vec::new(),
             flows_topic: "cordon.flows".into(),
             flows_partitions: 12,
+            flows_replication: -1,
             consumer_group: "cordon-workers".into(),
             worker: true,
             kafka_properties: BTreeMap::new(),
@@ -87,6 +91,7 @@ impl fmt::Debug for ClusterConfig {
             .field("kafka_brokers", &self.kafka_brokers)
             .field("flows_topic", &self.flows_topic)
             .field("flows_partitions", &self.flows_partitions)
+            .field("flows_replication", &self.flows_replication)
             .field("consumer_group", &self.consumer_group)
             .field("worker", &self.worker)
             .field("kafka_properties", &props)
@@ -181,6 +186,12 @@ impl ClusterConfig {
             .map_err(|m| bad("flows_topic", format!("{:?}: {m}", self.flows_topic)))?;
         if !(1..=10_000).contains(&self.flows_partitions) {
             return Err(bad("flows_partitions", "must be 1 to 10000"));
+        }
+        if self.flows_replication == 0 || !(-1..=32).contains(&self.flows_replication) {
+            return Err(bad(
+                "flows_replication",
+                "must be -1 (the brokers' default) or 1 to 32",
+            ));
         }
         if self.consumer_group.is_empty() || self.consumer_group.len() > 255 {
             return Err(bad("consumer_group", "1 to 255 characters"));

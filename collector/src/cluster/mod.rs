@@ -10,5 +10,19 @@
 //!   node holding the agent (LISTEN/NOTIFY), leases so that an output or the playbook
 //!   engine's intake runs on one node at a time, and claims of playbook runs.
 pub mod config;
+pub mod flowlog;
+pub mod membership;
+
+use std::time::Duration;
 
 pub use config::ClusterConfig;
+
+/// How long a lease or a run claim outlives its holder's last heartbeat: a node that dies
+/// gives up its outputs, its playbook intake and its runs this long after its last beat.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often a node beats (and renews what it holds).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+pub(crate) fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

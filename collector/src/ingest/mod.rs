@@ -6,6 +6,11 @@
 //! malformed or out of order closes that agent's connection with a logged reason; the
 //! collector keeps running. A connection without a client certificate may only enroll
 //! ([`enroll`]).
+//!
+//! Where batches go is the [`FlowIntake`]: a single collector stores them through its
+//! group-committing writer; a cluster node appends them to the flow stream (Kafka), which
+//! the workers store. Either way a batch is acknowledged only once it is durable, and
+//! never while this node cannot reach its store ([`Health`]).
 mod commands;
 mod enroll;
 mod live;
@@ -17,7 +22,7 @@ use std::{
 };
 
 use cordon_wire::{
-    Ack, Message, Welcome, WireError, encode, negotiate,
+    Ack, FlowBatch, Message, Welcome, WireError, encode, negotiate,
     transport::{MessageReader, peer_certificate, read_message, write_message},
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -25,6 +30,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub use live::{Connected, Live};
 
 use crate::{
+    cluster::{flowlog::FlowLog, membership::Health},
     metrics::{Metrics, Reason},
     pki::Ca,
     store::{Store, StoreError, Stored},
@@ -51,6 +57,10 @@ pub enum IngestError {
     Connection(#[from] quinn::ConnectionError),
     #[error("stream: {0}")]
     Closed(#[from] quinn::ClosedStream),
+    #[error("flow stream: {0}")]
+    FlowLog(#[from] crate::cluster::flowlog::FlowLogError),
+    #[error("the store is unreachable from this node; not acknowledging batches")]
+    StoreUnavailable,
 }
 
 impl IngestError {
@@ -64,13 +74,23 @@ impl IngestError {
             // A read that failed because the connection went away is not the agent's fault.
             IngestError::Wire(WireError::Io(_)) => "connection",
             IngestError::Wire(_) => "malformed",
-            IngestError::Store(_) => "store",
+            IngestError::Store(_) | IngestError::StoreUnavailable => "store",
+            IngestError::FlowLog(_) => "flow_log",
             IngestError::Connection(_) | IngestError::Closed(_) => "connection",
         }
     }
 }
 
 pub type SharedStore = Arc<Mutex<Store>>;
+
+/// Where this node puts the flow batches agents send.
+#[derive(Clone)]
+pub enum FlowIntake {
+    /// One collector: into the store, through the group-committing writer.
+    Store,
+    /// A cluster node: onto the flow stream, for the workers to store.
+    Log(Arc<FlowLog>),
+}
 
 /// What every agent connection shares.
 #[derive(Clone)]
@@ -83,6 +103,12 @@ pub struct Ingest {
     pub agent_cert_days: i64,
     /// Verdicts and alerts for every stored record.
     pub compliance: WriterCompliance,
+    /// Where batches go.
+    pub flows: FlowIntake,
+    /// This collector's node name (recorded as the node each agent is connected to).
+    pub node: String,
+    /// Whether this node reaches its store (batches are not acknowledged otherwise).
+    pub health: Arc<Health>,
 }
 
 impl Ingest {
@@ -100,6 +126,35 @@ impl Ingest {
                 alerts: Default::default(),
                 outbox: Default::default(),
             },
+            flows: FlowIntake::Store,
+            node: crate::cluster::config::host_name(),
+            health: Arc::default(),
+        }
+    }
+}
+
+/// How a batch was taken.
+enum Accepted {
+    Stored(Stored),
+    /// On the flow stream (a worker stores it, or recognises it as a resend).
+    Logged,
+}
+
+/// The handle connections give their batches to.
+#[derive(Clone)]
+enum Batches {
+    Writer(Writer),
+    Log(Arc<FlowLog>),
+}
+
+impl Batches {
+    async fn accept(&self, agent: &str, batch: FlowBatch) -> Result<Accepted, IngestError> {
+        match self {
+            Batches::Writer(w) => Ok(Accepted::Stored(w.store(agent.to_string(), batch).await?)),
+            Batches::Log(log) => {
+                log.append(agent, batch, now_ns()).await?;
+                Ok(Accepted::Logged)
+            }
         }
     }
 }
@@ -141,13 +196,16 @@ pub fn agent_id(der: &[u8]) -> Result<String, IngestError> {
 
 /// Accepts agents until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, ingest: Ingest) {
-    // Flow batches of all connections go through one group-committing writer.
-    let writer = match Writer::spawn(ingest.store.clone(), ingest.compliance.clone()) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the store writer; not accepting agents");
-            return;
-        }
+    let writer = match &ingest.flows {
+        // Flow batches of all connections go through one group-committing writer.
+        FlowIntake::Store => match Writer::spawn(ingest.store.clone(), ingest.compliance.clone()) {
+            Ok(w) => Batches::Writer(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the store writer; not accepting agents");
+                return;
+            }
+        },
+        FlowIntake::Log(log) => Batches::Log(log.clone()),
     };
     while let Some(incoming) = endpoint.accept().await {
         let ingest = ingest.clone();
@@ -192,11 +250,30 @@ async fn handle(
     conn: &quinn::Connection,
     cert: &[u8],
     ingest: &Ingest,
-    writer: &Writer,
+    writer: &Batches,
+) -> Result<(), IngestError> {
+    let agent = agent_id(cert)?;
+    let res = session(conn, &agent, ingest, writer).await;
+    // Best effort: a node that dies leaves its name until the agent connects elsewhere.
+    let (id, node) = (agent.clone(), ingest.node.clone());
+    if let Err(e) = with_store(&ingest.store, move |s| s.agent_disconnected(&id, &node)).await {
+        tracing::debug!(agent = %agent, error = %e, "recording the disconnect failed");
+    }
+    res
+}
+
+async fn session(
+    conn: &quinn::Connection,
+    agent: &str,
+    ingest: &Ingest,
+    writer: &Batches,
 ) -> Result<(), IngestError> {
     let store = &ingest.store;
     let metrics = &ingest.metrics;
-    let agent = agent_id(cert)?;
+    if !ingest.health.store_ok() {
+        return Err(IngestError::StoreUnavailable);
+    }
+    let agent = agent.to_string();
     let id = agent.clone();
     if with_store(store, move |s| s.is_revoked(&id)).await? {
         return Err(IngestError::Revoked(agent));
@@ -214,15 +291,17 @@ async fn handle(
     };
     let protocol =
         negotiate(hello.protocol_min, hello.protocol_max).map_err(IngestError::Protocol)?;
-    let id = agent.clone();
+    let (id, node) = (agent.clone(), ingest.node.clone());
     let (_, stored_seq) = with_store(store, move |s| {
-        s.host_connected(
+        let connected = s.host_connected(
             &id,
             &hello.host_name,
             &hello.agent_version,
             &hello.capture,
             now_ns(),
-        )
+        )?;
+        s.agent_connected(&id, &node, now_ns())?;
+        Ok(connected)
     })
     .await?;
     write_message(
@@ -254,9 +333,17 @@ async fn handle(
             Message::FlowBatch(batch) => {
                 let seq = batch.seq;
                 let dropped = batch.dropped_before;
-                let id = agent.clone();
-                match writer.store(id, batch).await? {
-                    Stored::New { records } => {
+                let records = batch.records.len() as u64;
+                if !ingest.health.store_ok() {
+                    return Err(IngestError::StoreUnavailable);
+                }
+                match writer.accept(&agent, batch).await? {
+                    Accepted::Logged => {
+                        metrics.batches_appended.inc();
+                        metrics.records_appended.inc_by(records);
+                        metrics.records_dropped_by_agents.inc_by(dropped);
+                    }
+                    Accepted::Stored(Stored::New { records }) => {
                         metrics.batches_stored.inc();
                         metrics.records_stored.inc_by(records as u64);
                         metrics.records_dropped_by_agents.inc_by(dropped);
@@ -264,7 +351,7 @@ async fn handle(
                             tracing::warn!(agent = %agent, dropped, "the agent dropped records (spool full)");
                         }
                     }
-                    Stored::Duplicate => {
+                    Accepted::Stored(Stored::Duplicate) => {
                         metrics.batches_duplicate.inc();
                     }
                 }

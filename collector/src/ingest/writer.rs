@@ -112,7 +112,7 @@ fn run(store: &SharedStore, mut jobs: mpsc::Receiver<Job>, c: WriterCompliance) 
         let stored = match store.lock() {
             Ok(mut s) => {
                 if c.policy.is_dirty()
-                    && let Err(e) = c.policy.reload(&s)
+                    && let Err(e) = c.policy.reload(&**s)
                 {
                     tracing::warn!(error = %e, "reloading the policy context failed");
                 }

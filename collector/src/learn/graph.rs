@@ -143,7 +143,7 @@ impl Interner {
 impl Graph {
     /// Reads the records of `[since_ns, until_ns)` from `store` (one query, streamed).
     pub fn from_store(store: &Store, since_ns: u64, until_ns: u64) -> Result<Self, StoreError> {
-        let (facts, ip_hosts) = crate::policy::state::host_context(store)?;
+        let (facts, ip_hosts) = crate::policy::state::host_context(&**store)?;
         let hosts = store.learn_hosts()?;
         let mut b = Builder::new(
             hosts.iter().map(|h| (h.id, h.agent_id.as_str())),

@@ -186,7 +186,7 @@ pub fn learn_graph(
     let plain = yaml::emit(&d.doc);
     let (_, compiled) =
         crate::policy::load(&plain).map_err(|e| LearnError::Draft(e.to_string()))?;
-    let (hosts, ip_hosts) = crate::policy::state::host_context(store)?;
+    let (hosts, ip_hosts) = crate::policy::state::host_context(&**store)?;
     let carried_rules: BTreeSet<String> = d.carried_rules.iter().cloned().collect();
     let (rules, uncovered) = stats::rule_stats(
         g,

@@ -232,7 +232,7 @@ fn rule<'a>(r: &'a LearnReport, name: &str) -> &'a RuleStats {
 /// Every stored record judged against `yaml`: the number denied.
 fn escaped(store: &Store, yaml: &str) -> u64 {
     let (_, compiled) = crate::policy::load(yaml).expect("compiles");
-    let (hosts, ip_hosts) = crate::policy::state::host_context(store).expect("hosts");
+    let (hosts, ip_hosts) = crate::policy::state::host_context(&**store).expect("hosts");
     let agents: BTreeMap<i64, String> = store
         .learn_hosts()
         .expect("hosts")

@@ -4,6 +4,11 @@
 //! outbox keeps everything meanwhile); a permanent one is counted as dead-lettered for
 //! that sink and skipped. At-least-once: after a crash, a batch delivered but not yet
 //! recorded is delivered again (consumers deduplicate by key and alert time).
+//!
+//! Each sink's delivery is one job in a cluster: the thread delivers only while it holds
+//! the lease `output.<sink>` (renewed by the node's heartbeat), so two nodes never send the
+//! same outbox entries; when the holder dies, another node takes the lease over once it
+//! expires and resumes from the saved position.
 use std::{
     sync::{
         Arc, Mutex,
@@ -15,6 +20,7 @@ use std::{
 
 use super::{Sink, SinkError, Wake};
 use crate::{
+    cluster::{LEASE_TTL, ns},
     metrics::{Metrics, SinkLabel},
     store::Store,
 };
@@ -33,21 +39,24 @@ pub struct Dispatcher {
     pub stop: Arc<AtomicBool>,
     /// Every configured sink's name, so delivered entries can be pruned.
     pub all_sinks: Vec<&'static str>,
+    /// This collector's node name: the holder of the sinks' leases.
+    pub node: String,
 }
 
 impl Dispatcher {
     /// Starts the thread for `sink`.
     pub fn spawn(&self, mut sink: Box<dyn Sink>) -> std::io::Result<thread::JoinHandle<()>> {
-        let (store, wake, metrics, stop, all) = (
-            self.store.clone(),
-            self.wake.clone(),
-            self.metrics.clone(),
-            self.stop.clone(),
-            self.all_sinks.clone(),
-        );
+        let ctx = Ctx {
+            store: self.store.clone(),
+            wake: self.wake.clone(),
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+            all: self.all_sinks.clone(),
+            node: self.node.clone(),
+        };
         thread::Builder::new()
             .name(format!("cordon-out-{}", sink.name()))
-            .spawn(move || run(&mut *sink, &store, &wake, &metrics, &stop, &all))
+            .spawn(move || run(&mut *sink, &ctx))
     }
 }
 
@@ -62,21 +71,59 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     }
 }
 
-fn run(
-    sink: &mut dyn Sink,
-    store: &Mutex<Store>,
-    wake: &Wake,
-    metrics: &Metrics,
-    stop: &AtomicBool,
-    all: &[&'static str],
-) {
+struct Ctx {
+    store: Arc<Mutex<Store>>,
+    wake: Arc<Wake>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    all: Vec<&'static str>,
+    node: String,
+}
+
+/// Whether this node holds (or now took) the sink's lease.
+fn hold(store: &Mutex<Store>, lease: &str, node: &str) -> bool {
+    let now = crate::ingest::now_ns();
+    match store.lock() {
+        Ok(mut s) => match s.try_lease(lease, node, now, ns(LEASE_TTL)) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(lease, error = %e, "taking the output's lease failed");
+                false
+            }
+        },
+        Err(_) => false,
+    }
+}
+
+fn run(sink: &mut dyn Sink, ctx: &Ctx) {
+    let (store, wake, metrics, stop, all) = (
+        &*ctx.store,
+        &*ctx.wake,
+        &*ctx.metrics,
+        &*ctx.stop,
+        ctx.all.as_slice(),
+    );
     let name = sink.name();
     let label = SinkLabel { sink: name };
+    let lease = format!("output.{name}");
     let mut seen = 0u64;
     let mut backoff = BACKOFF_MIN;
     let mut last_prune = Instant::now();
+    let mut holding = false;
     tracing::info!(sink = name, "output started");
     while !stop.load(Ordering::Relaxed) {
+        if !hold(store, &lease, &ctx.node) {
+            if holding {
+                tracing::warn!(sink = name, "output lease lost; another node delivers");
+            }
+            holding = false;
+            sleep_unless_stopped(IDLE_POLL, stop);
+            continue;
+        }
+        if !holding {
+            tracing::info!(sink = name, node = %ctx.node, "this node delivers the output");
+            holding = true;
+        }
         let batch = match store.lock() {
             Ok(s) => s
                 .sink_position(name)
@@ -138,5 +185,8 @@ fn run(
                 }
             }
         }
+    }
+    if let Ok(mut st) = store.lock() {
+        let _ = st.release_lease(&lease, &ctx.node);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{
 use cordon_wire::{Direction, FlowRecord, Proto, Verdict};
 
 use super::{Action, Context, Evaluator, FlowView, HostFacts, load};
-use crate::store::{Judged, Store, StoreError};
+use crate::store::{Backend, Judged, StoreError};
 
 #[derive(Default)]
 pub struct PolicyState {
@@ -20,7 +20,7 @@ pub struct PolicyState {
 }
 
 /// The context for the published policy in `store`, if one is published.
-pub fn build_context(store: &Store) -> Result<Option<Context>, StoreError> {
+pub fn build_context(store: &dyn Backend) -> Result<Option<Context>, StoreError> {
     let Some(row) = store.policy(None)? else {
         return Ok(None);
     };
@@ -43,7 +43,7 @@ pub fn build_context(store: &Store) -> Result<Option<Context>, StoreError> {
 
 /// Enrolled hosts as a policy sees them: agent id → name and labels, and the addresses of
 /// their interfaces (from their inventories) → agent id. Policy learning uses the same.
-pub fn host_context(store: &Store) -> Result<(HostMap, IpHostMap), StoreError> {
+pub fn host_context(store: &dyn Backend) -> Result<(HostMap, IpHostMap), StoreError> {
     let hosts = store
         .host_facts()?
         .into_iter()
@@ -63,7 +63,7 @@ impl PolicyState {
     }
 
     /// Rebuilds from the store now (after a publish, at start).
-    pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
+    pub fn reload(&self, store: &dyn Backend) -> Result<(), StoreError> {
         let ctx = build_context(store)?.map(Arc::new);
         if let Ok(mut cur) = self.current.write() {
             *cur = ctx;

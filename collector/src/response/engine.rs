@@ -24,6 +24,8 @@ use crate::{
 
 /// The engine's position in the alert outbox.
 pub const SINK: &str = "response";
+/// The lease of the outbox reader that starts runs.
+pub const INTAKE_LEASE: &str = "response.intake";
 /// Retries of a step whose call failed but may work later, before the run fails.
 const MAX_ATTEMPTS: i64 = 8;
 /// How long a step waits for an agent to carry out a command before the run fails.
@@ -34,10 +36,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 const DUO_POLL_FAST: Duration = Duration::from_millis(250);
 const DUO_POLL: Duration = Duration::from_secs(1);
 const DUO_FAST_FOR: Duration = Duration::from_secs(5);
-/// How long a claimed run is this engine's alone. Every step ends (done, parked, failed)
-/// well within it; an engine that dies mid-step leaves its runs to another collector of
-/// the cluster after this long.
-pub const RUN_LEASE: Duration = Duration::from_secs(60);
+/// How long a claimed run is this engine's alone past its node's last heartbeat (which
+/// renews the claims it holds): an engine that dies mid-step leaves its runs to another
+/// collector of the cluster after this long.
+pub const RUN_LEASE: Duration = crate::cluster::LEASE_TTL;
 
 pub struct Engine {
     pub store: Arc<Mutex<Store>>,
@@ -99,8 +101,14 @@ impl Engine {
         Ok(started + n)
     }
 
-    /// Starts runs for the alerts that arrived since the last round.
+    /// Starts runs for the alerts that arrived since the last round. In a cluster one node
+    /// at a time does this (the lease [`INTAKE_LEASE`]); every node advances runs.
     fn intake(&mut self) -> Result<usize, String> {
+        let (node, now) = (self.node.clone(), self.now());
+        let ttl = crate::cluster::ns(crate::cluster::LEASE_TTL);
+        if !self.with_store(|s| s.try_lease(INTAKE_LEASE, &node, now, ttl))? {
+            return Ok(0);
+        }
         let pos = self.with_store(|s| s.sink_position(SINK))?;
         let entries = self.with_store(|s| s.outbox_after(pos, 500))?;
         let Some(last) = entries.last().map(|(id, _)| *id) else {

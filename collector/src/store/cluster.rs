@@ -44,6 +44,10 @@ pub trait ClusterStore {
         ttl_ns: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Extends every lease and run claim `owner` holds to `now_ns + ttl_ns`: a live node
+    /// keeps what it holds (its heartbeat calls this), a dead one loses it when it expires.
+    fn renew(&mut self, owner: &str, now_ns: u64, ttl_ns: u64) -> Result<(), StoreError>;
+
     /// Gives lease `name` up if `owner` holds it.
     fn release_lease(&mut self, name: &str, owner: &str) -> Result<(), StoreError>;
 

@@ -22,6 +22,19 @@ impl ClusterStore for SqliteStore {
         Ok(n == 1)
     }
 
+    fn renew(&mut self, owner: &str, now_ns: u64, ttl_ns: u64) -> Result<(), StoreError> {
+        let until = ns(now_ns.saturating_add(ttl_ns));
+        self.conn.execute(
+            "UPDATE leases SET until_ns = ?2 WHERE owner = ?1",
+            params![owner, until],
+        )?;
+        self.conn.execute(
+            "UPDATE runs SET lease_until_ns = ?2 WHERE owner = ?1 AND lease_until_ns > 0",
+            params![owner, until],
+        )?;
+        Ok(())
+    }
+
     fn release_lease(&mut self, name: &str, owner: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "DELETE FROM leases WHERE name = ?1 AND owner = ?2",
