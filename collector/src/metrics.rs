@@ -44,6 +44,16 @@ pub struct Metrics {
     pub batches_appended: Counter,
     pub records_appended: Counter,
     pub enrollments: Family<Outcome, Counter>,
+    /// Cluster workers: partitions of the flow stream this node owns now.
+    pub worker_partitions: Gauge,
+    /// Cluster workers: records on the flow stream not yet stored, over owned partitions.
+    pub worker_lag: Gauge,
+    /// Cluster workers: consumer group rebalances, by kind (assign, revoke, error).
+    pub worker_rebalances: Family<Reason, Counter>,
+    /// Cluster workers: messages on the flow stream that were not a valid agent batch.
+    pub worker_malformed: Counter,
+    /// Cluster workers: transactions retried after a failure.
+    pub worker_retries: Counter,
     pub api_requests: Family<Outcome, Counter>,
     registry: Registry,
 }
@@ -96,6 +106,31 @@ impl Metrics {
             "inventories_stored",
             "Inventory messages stored",
             m.inventories_stored.clone(),
+        );
+        r.register(
+            "worker_partitions",
+            "Cluster: partitions of the flow stream this node's worker owns",
+            m.worker_partitions.clone(),
+        );
+        r.register(
+            "worker_lag",
+            "Cluster: records on the flow stream not yet stored, over owned partitions",
+            m.worker_lag.clone(),
+        );
+        r.register(
+            "worker_rebalances",
+            "Cluster: consumer group rebalances, by kind",
+            m.worker_rebalances.clone(),
+        );
+        r.register(
+            "worker_malformed",
+            "Cluster: flow stream messages that were not a valid agent batch (skipped)",
+            m.worker_malformed.clone(),
+        );
+        r.register(
+            "worker_retries",
+            "Cluster: worker transactions retried after a failure",
+            m.worker_retries.clone(),
         );
         r.register(
             "enrollments",

@@ -91,6 +91,8 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             metrics,
             metrics_need_token: cfg.api.metrics_need_token,
             policy,
+            node: node.clone(),
+            clustered: cfg.cluster.is_some(),
         },
         async {
             let _ = api_stopped.await;
@@ -224,8 +226,19 @@ fn start_outputs(
 
 /// This node's figures in its heartbeat (what `cordon cluster status` shows).
 fn node_stats(m: &Metrics) -> serde_json::Value {
+    let rebalances: u64 = ["assign", "revoke", "error"]
+        .into_iter()
+        .map(|reason| {
+            m.worker_rebalances
+                .get_or_create(&crate::metrics::Reason { reason })
+                .get()
+        })
+        .sum();
     serde_json::json!({
         "agents_connected": m.agents_connected.get(),
+        "worker_partitions": m.worker_partitions.get(),
+        "worker_lag": m.worker_lag.get(),
+        "worker_rebalances": rebalances,
         "batches_stored": m.batches_stored.get(),
         "batches_appended": m.batches_appended.get(),
         "records_stored": m.records_stored.get(),

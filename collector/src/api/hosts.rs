@@ -31,10 +31,24 @@ pub struct HostDetail {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-fn with_live(state: &ApiState, row: HostRow) -> Host {
+/// Nodes whose heartbeat is recent (in a cluster an agent may be on any of them).
+fn nodes_up(s: &crate::store::Store) -> Result<Vec<String>, crate::store::StoreError> {
+    let now = crate::ingest::now_ns();
+    Ok(s.nodes()?
+        .into_iter()
+        .filter(|n| super::cluster::is_up(n.heartbeat_ns, now))
+        .map(|n| n.name)
+        .collect())
+}
+
+fn with_live(state: &ApiState, row: HostRow, up: &[String]) -> Host {
     let live = state.live.get(&row.id);
+    let elsewhere = row
+        .node
+        .as_ref()
+        .is_some_and(|n| *n != state.node && up.contains(n));
     Host {
-        connected: live.is_some(),
+        connected: live.is_some() || elsewhere,
         remote: live.map(|c| c.remote.to_string()),
         row,
     }
@@ -48,9 +62,11 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<Host>>, ApiError> {
     state.authorize(&headers, Scope::Read).await?;
-    let rows = state.store(|s| s.hosts()).await?;
+    let (rows, up) = state.store(|s| Ok((s.hosts()?, nodes_up(s)?))).await?;
     Ok(Json(
-        rows.into_iter().map(|r| with_live(&state, r)).collect(),
+        rows.into_iter()
+            .map(|r| with_live(&state, r, &up))
+            .collect(),
     ))
 }
 
@@ -71,17 +87,17 @@ pub async fn show(
             };
             let inv = s.inventory(&row.id)?;
             let labels = s.labels(&row.id)?;
-            Ok(Some((row, (inv, labels))))
+            Ok(Some((row, (inv, labels, nodes_up(s)?))))
         })
         .await?
         .ok_or_else(|| ApiError::not_found("no such host"))?;
-    let (inventory, labels) = inventory;
+    let (inventory, labels, up) = inventory;
     let inventory = inventory
         .map(serde_json::to_value)
         .transpose()
         .map_err(|e| ApiError::internal(format!("inventory: {e}")))?;
     Ok(Json(HostDetail {
-        host: with_live(&state, row),
+        host: with_live(&state, row, &up),
         inventory,
         labels,
     }))

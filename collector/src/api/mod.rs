@@ -5,6 +5,7 @@
 //! The API reads the store through its own SQLite connection, so queries do not wait for
 //! ingest's writes (WAL).
 mod alerts;
+mod cluster;
 mod commands;
 mod error;
 mod flows;
@@ -45,6 +46,10 @@ pub struct ApiState {
     pub metrics_need_token: bool,
     /// The policy in force: reloaded after a publish or a label change.
     pub policy: Arc<crate::policy::state::PolicyState>,
+    /// This collector's node name.
+    pub node: String,
+    /// Whether it is a node of a cluster (state in PostgreSQL).
+    pub clustered: bool,
 }
 
 impl ApiState {
@@ -129,6 +134,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/approvals/{id}/approve", post(runs::approve))
         .route("/api/v1/approvals/{id}/deny", post(runs::deny))
         .route("/api/v1/approvals/{id}/link", get(runs::link))
+        .route("/api/v1/cluster", get(cluster::status))
+        .route("/api/v1/cluster/nodes/{name}/forget", post(cluster::forget))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}/revoke", post(tokens::revoke))
         .route("/metrics", get(metrics))

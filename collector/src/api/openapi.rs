@@ -5,7 +5,9 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{alerts, commands, error::ErrorBody, flows, hosts, learn, policies, runs, tokens};
+use super::{
+    alerts, cluster, commands, error::ErrorBody, flows, hosts, learn, policies, runs, tokens,
+};
 
 struct BearerToken;
 
@@ -28,7 +30,8 @@ impl Modify for BearerToken {
         policies::show, policies::diff, policies::publish, alerts::list, alerts::snooze,
         alerts::mute, alerts::unmute, commands::isolate, commands::release, commands::list,
         commands::audit, runs::list, runs::show, runs::approvals, runs::approve, runs::deny,
-        runs::link, learn::learn, learn::stats, learn::approve),
+        runs::link, learn::learn, learn::stats, learn::approve, cluster::status,
+        cluster::forget),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken)
 )]

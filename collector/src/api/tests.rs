@@ -73,6 +73,8 @@ async fn api() -> Api {
             metrics: Arc::new(Metrics::new()),
             metrics_need_token: false,
             policy: crate::policy::state::PolicyState::new(),
+            node: "test-node".into(),
+            clustered: false,
         },
         async {
             let _ = stopped.await;

@@ -85,6 +85,23 @@ impl Live {
         p.map(|p| p.notify_one()).is_some()
     }
 
+    /// Pokes every connection (after missed notifications: commands may be waiting).
+    pub fn poke_all(&self) -> usize {
+        let pokes: Vec<_> = match self.agents.lock() {
+            Ok(m) => m.values().map(|c| c.poke.clone()).collect(),
+            Err(_) => return 0,
+        };
+        for p in &pokes {
+            p.notify_one();
+        }
+        pokes.len()
+    }
+
+    /// Agents connected to this node now.
+    pub fn count(&self) -> usize {
+        self.agents.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Closes the agent's connection, if it has one (after a revocation).
     pub fn disconnect(&self, agent: &str, reason: &str) -> bool {
         let conn = self

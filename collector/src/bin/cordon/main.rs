@@ -1,5 +1,6 @@
 //! `cordon`: the operator's CLI over the collector's REST API.
 mod client;
+mod cluster;
 mod commands;
 mod learn;
 mod runs;
@@ -96,6 +97,11 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// The collector cluster: nodes, their agents, consumer lag, heartbeats.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Commands sent to agents and their results.
     Commands {
         #[arg(long)]
@@ -177,6 +183,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every node with its state, agents, consumer lag and last heartbeat.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a node taken out of the cluster (refused while it is up).
+    Forget { node: String },
 }
 
 #[derive(Subcommand)]
@@ -375,6 +392,10 @@ fn main() -> ExitCode {
                 } => commands::isolate(&c, &host, &reason, duration, &allow),
                 Command::Release { host, reason } => commands::release(&c, &host, reason),
                 Command::Commands { host, json } => commands::command_list(&c, host, json),
+                Command::Cluster { command } => match command {
+                    ClusterCommand::Status { json } => cluster::status(&c, json),
+                    ClusterCommand::Forget { node } => cluster::forget(&c, &node),
+                },
                 Command::Audit { since, limit, json } => commands::audit(&c, since, limit, json),
                 Command::Runs { state, json } => runs::runs(&c, state, json),
                 Command::Run {
