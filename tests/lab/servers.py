@@ -8,7 +8,11 @@
                                            print each peer and the request's first line
   servers.py icmp-ping HOST 0              one ICMP echo (raw socket, root), wait 1 s for the
                                            reply; exit 0 on a reply, 1 otherwise
+  servers.py tcp-load HOST PORT RATE       connections to a tcp-serve at RATE per second until
+                                           SIGINT: each sends a request and reads the answer;
+                                           then prints "accepted N failed M" (N: answered)
 """
+import signal
 import socket
 import struct
 import sys
@@ -89,6 +93,42 @@ def tcp_serve(host, port):
         conn.close()
 
 
+def tcp_load(host, port, rate):
+    # SIGINT only raises a flag, checked between connections, so every connection counted
+    # is complete and every complete one is counted.
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    accepted = failed = 0
+    period = 1.0 / rate
+    next_at = time.monotonic()
+    print("ready", flush=True)
+    while not stop:
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+            s.settimeout(2)
+            s.sendall(b"GET /load HTTP/1.0\r\n\r\n")
+            reply = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            s.close()
+            if reply.startswith(b"HTTP/1.0 200"):
+                accepted += 1
+            else:
+                failed += 1
+        except OSError:
+            failed += 1
+        next_at += period
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.monotonic()
+    print(f"accepted {accepted} failed {failed}", flush=True)
+
+
 def main():
     cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if cmd == "icmp-ping":
@@ -101,6 +141,8 @@ def main():
         tcp_hold(host, port, float(sys.argv[4]))
     elif cmd == "tcp-serve":
         tcp_serve(host, port)
+    elif cmd == "tcp-load":
+        tcp_load(host, port, float(sys.argv[4]))
     else:
         sys.exit(f"unknown command {cmd}")
 

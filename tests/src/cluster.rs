@@ -206,20 +206,10 @@ impl Cluster {
         for h in &self.fleet.hosts {
             let d = self.agent_dir(h);
             fs::create_dir_all(&d).expect("agent dir");
+            let collectors = [format!("{COLLECTOR_IP}:{AGENT_PORT}")];
             fs::write(
                 self.agent_cfg(h),
-                format!(
-                    "host_name = \"{name}\"\n[capture]\ncgroup_path = \"{cg}\"\npoll_interval_ms = 200\n\
-                     close_linger_ms = 200\nidle_timeout_ms = 2000\n[uplink]\n\
-                     collectors = [\"{COLLECTOR_IP}:{AGENT_PORT}\"]\nca_file = \"{d}/ca.pem\"\n\
-                     cert_file = \"{d}/agent.pem\"\nkey_file = \"{d}/agent.key\"\n\
-                     spool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n\
-                     [enforcer]\n{enf}state_file = \"{d}/enforcer.json\"\n",
-                    enf = self.enforcer_toml(h),
-                    name = h.name,
-                    cg = h.cgroup.display(),
-                    d = d.display()
-                ),
+                agent_toml(h, &d, &collectors, &self.enforcer_toml(h)),
             )
             .expect("agent config");
             let out = ok(
@@ -255,6 +245,25 @@ impl Cluster {
         wait_for(&log, "connected to the collector", Duration::from_secs(30));
         (pid, log)
     }
+}
+
+/// A lab host's agent config: its cgroup, quick capture timings, the `collectors` it
+/// streams to, state under `dir`, and `enforcer` (the `[enforcer]` lines before its state
+/// file).
+pub fn agent_toml(h: &FleetHost, dir: &Path, collectors: &[String], enforcer: &str) -> String {
+    let list: Vec<String> = collectors.iter().map(|c| format!("\"{c}\"")).collect();
+    format!(
+        "host_name = \"{name}\"\n[capture]\ncgroup_path = \"{cg}\"\npoll_interval_ms = 200\n\
+         close_linger_ms = 200\nidle_timeout_ms = 2000\n[uplink]\n\
+         collectors = [{list}]\nca_file = \"{d}/ca.pem\"\n\
+         cert_file = \"{d}/agent.pem\"\nkey_file = \"{d}/agent.key\"\n\
+         spool_dir = \"{d}/spool\"\nbatch_interval_ms = 100\n\
+         [enforcer]\n{enforcer}state_file = \"{d}/enforcer.json\"\n",
+        list = list.join(", "),
+        name = h.name,
+        cg = h.cgroup.display(),
+        d = dir.display()
+    )
 }
 
 /// Stops an agent; `drained`: it must have had every batch acknowledged (otherwise its

@@ -107,7 +107,7 @@ fn every_alert_reaches_hec_through_failures_and_a_dispatcher_restart() {
         .expect("db")
         .expect("publish");
     let policy = PolicyState::new();
-    policy.reload(&s).expect("reload");
+    policy.reload(&*s).expect("reload");
     let mut judge = Judge::new(policy);
     judge.refresh();
     let writer_store = Mutex::new(s);
@@ -126,6 +126,7 @@ fn every_alert_reaches_hec_through_failures_and_a_dispatcher_restart() {
         metrics: metrics.clone(),
         stop: stop.clone(),
         all_sinks: vec!["hec"],
+        node: "test-node".into(),
     };
 
     // Failures while the first 40 alerts go out.

@@ -464,7 +464,7 @@ fn main() -> anyhow::Result<()> {
     );
     // Judge held-out benign and injected violating conversations with the draft.
     let (_, compiled) = policy::load(&l.yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (hosts, ip_hosts) = policy::state::host_context(&store)?;
+    let (hosts, ip_hosts) = policy::state::host_context(&*store)?;
     let mut ev = Evaluator::new(Arc::new(Context {
         policy: Arc::new(compiled),
         version: 1,
