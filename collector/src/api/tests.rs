@@ -499,3 +499,72 @@ async fn learning_makes_a_draft_with_stats_and_approvals() {
     let (s, _) = call(url("/api/v1/policies/999/stats"), admin(), None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn cluster_status_shows_nodes_by_heartbeat_and_their_agents() {
+    let api = api().await;
+    let url = |p: &str| format!("{}{p}", api.base);
+    let now = crate::ingest::now_ns();
+    {
+        let mut s = api.store.lock().expect("store");
+        let stats = json!({"worker_lag": 7});
+        for (name, beat) in [("node-a", now), ("node-b", now - 60_000_000_000)] {
+            s.heartbeat(
+                &crate::store::NodeInfo {
+                    name,
+                    agent_addr: "10.0.0.1:7443",
+                    api_addr: "127.0.0.1:7480",
+                    version: "0.1.0",
+                    stats: &stats,
+                },
+                beat,
+            )
+            .expect("beat");
+        }
+        s.agent_connected("web-1", "node-a", now).expect("agent");
+    }
+    let (s, body) = call(url("/api/v1/cluster"), Some(api.admin.clone()), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["mode"], "single");
+    assert_eq!(body["answered_by"], "test-node");
+    let nodes = body["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0]["name"], "node-a");
+    assert_eq!(nodes[0]["up"], true);
+    assert_eq!(nodes[0]["agents"], json!(["web-1"]));
+    assert_eq!(nodes[0]["stats"]["worker_lag"], 7);
+    assert_eq!(
+        nodes[1]["up"], false,
+        "a minute without a heartbeat is down"
+    );
+    // The host shows as connected (through node-a), though not to this node.
+    let (_, hosts) = call(url("/api/v1/hosts"), Some(api.admin.clone()), None).await;
+    assert_eq!(hosts[0]["connected"], true, "{hosts}");
+    assert_eq!(hosts[0]["node"], "node-a");
+    // A node that is up cannot be forgotten; a dead one can, and it is audited.
+    let (s, _) = call(
+        url("/api/v1/cluster/nodes/node-a/forget"),
+        Some(api.admin.clone()),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, _) = call(
+        url("/api/v1/cluster/nodes/node-b/forget"),
+        Some(api.admin.clone()),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, body) = call(url("/api/v1/cluster"), Some(api.admin.clone()), None).await;
+    assert_eq!(body["nodes"].as_array().map(Vec::len), Some(1));
+    let (_, audit) = call(url("/api/v1/audit"), Some(api.admin.clone()), None).await;
+    assert!(
+        audit
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["action"] == "cluster.node_forgotten" && a["target"] == "node-b"),
+        "{audit}"
+    );
+}

@@ -86,6 +86,12 @@ impl Ca {
         })
     }
 
+    /// The CA's private key (PEM): only for storing it where the nodes of a cluster share
+    /// it.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// The CA's fingerprint (SHA-256 of its DER).
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert_der)
