@@ -2,9 +2,11 @@
 //! collector acknowledges them, so an outage or a restart loses nothing up to the spool's
 //! size. Reconnects back off exponentially with jitter and move on to the next configured
 //! collector address each time.
+mod address;
 mod backoff;
 pub mod commands;
 pub mod convert;
+pub mod order;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -14,6 +16,7 @@ use cordon_wire::{
 };
 use tokio::sync::mpsc;
 
+pub use address::{AddrError, CollectorAddr, Host, dns_name};
 pub use backoff::Backoff;
 pub use commands::{CommandHandler, NoEnforcer};
 
