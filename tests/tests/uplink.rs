@@ -1,7 +1,7 @@
 //! The uplink end to end, in one process over loopback QUIC: an agent's spool and uplink
 //! against the collector's ingest and store. A collector outage loses nothing: batches
 //! made while it is down wait in the spool and arrive exactly once after it returns; a dead
-//! first collector address is skipped.
+//! collector address and a name that does not resolve are skipped.
 use std::{
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
@@ -10,7 +10,10 @@ use std::{
 
 use cordon_agent::{
     spool::Spool,
-    uplink::{Backoff, Collector, Identity, Uplink},
+    uplink::{
+        Backoff, Candidate, Collector, Identity, KnownAddrs, Uplink,
+        order::{home_index, spread_hash},
+    },
 };
 use cordon_collector::{
     ingest::{Ingest, SharedStore, serve},
@@ -44,32 +47,113 @@ fn record(n: u32) -> FlowRecord {
     }
 }
 
+/// Collector nodes sharing one CA and one store, as a cluster's do.
 struct Collectors {
     ca: Arc<Ca>,
-    server_cert: (String, String),
     store: SharedStore,
 }
 
 impl Collectors {
-    fn start(&self, addr: SocketAddr) -> (quinn::Endpoint, tokio::task::JoinHandle<()>) {
-        let cfg = server_config(&self.ca.cert_pem, &self.server_cert.0, &self.server_cert.1)
-            .expect("server config");
-        let endpoint = quinn::Endpoint::server(cfg, addr).expect("bind the collector");
-        let ingest = Ingest::new(self.store.clone(), self.ca.clone());
-        let task = tokio::spawn(serve(endpoint.clone(), ingest));
-        (endpoint, task)
+    fn new(dir: &std::path::Path) -> Self {
+        Self {
+            ca: Arc::new(Ca::generate("Cordon test CA").expect("ca")),
+            store: Arc::new(Mutex::new(
+                Store::open(&dir.join("cordon.db")).expect("store"),
+            )),
+        }
     }
 
-    fn flows(&self) -> usize {
-        self.store
+    /// A node's server certificate, for its own names.
+    fn server_cert(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.ca.issue_server(&names).expect("server cert")
+    }
+
+    /// A node's endpoint and ingest, on the current runtime.
+    fn start(
+        &self,
+        cert: &(String, String),
+        addr: SocketAddr,
+    ) -> (quinn::Endpoint, tokio::task::JoinHandle<()>, Ingest) {
+        let cfg = server_config(&self.ca.cert_pem, &cert.0, &cert.1).expect("server config");
+        let endpoint = quinn::Endpoint::server(cfg, addr).expect("bind the collector");
+        let ingest = Ingest::new(self.store.clone(), self.ca.clone());
+        let task = tokio::spawn(serve(endpoint.clone(), ingest.clone()));
+        (endpoint, task, ingest)
+    }
+
+    /// The remote ports of every stored flow (one per record made), sorted.
+    fn ports(&self) -> Vec<u16> {
+        let rows = self
+            .store
             .lock()
             .expect("lock")
             .flows(&FlowFilter {
                 limit: 10_000,
                 ..Default::default()
             })
-            .expect("query")
-            .len()
+            .expect("query");
+        let mut ports: Vec<u16> = rows.iter().map(|r| r.remote_port).collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    fn flows(&self) -> usize {
+        self.ports().len()
+    }
+
+    /// The agent's TLS: a key, and a certificate for `agent_id` from the CA.
+    fn enrol(&self, agent_id: &str) -> quinn::ClientConfig {
+        let key = KeyPair::generate().expect("key");
+        let csr = CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        let cert = self.ca.sign_agent(&csr, agent_id, 1).expect("enrol");
+        client_config(&self.ca.cert_pem, &cert, &key.serialize_pem()).expect("tls")
+    }
+}
+
+/// An agent id whose first collector (see `cordon_agent::uplink::order`) is `addr`.
+fn id_starting_at(candidates: &[Candidate], addr: SocketAddr) -> String {
+    let want = candidates
+        .iter()
+        .position(|c| c.addr == addr)
+        .expect("a candidate");
+    (0..)
+        .map(|i| format!("agent-{i}"))
+        .find(|id| home_index(spread_hash(id), candidates.len()) == want)
+        .expect("some id")
+}
+
+fn uplink(
+    dir: &std::path::Path,
+    collectors: Vec<Collector>,
+    agent_id: &str,
+    tls: quinn::ClientConfig,
+    dead_after: Duration,
+    backoff: Backoff,
+) -> Uplink {
+    let (_inventory_tx, inventory) = tokio::sync::watch::channel(None);
+    Uplink {
+        inventory,
+        collectors,
+        agent_id: agent_id.into(),
+        dead_after,
+        known: KnownAddrs::default(),
+        tls,
+        identity: Identity {
+            host_name: "h1".into(),
+            capture: "ebpf".into(),
+            boot_id: "boot-1".into(),
+        },
+        spool: Spool::open(&dir.join("spool"), 1 << 20).expect("spool"),
+        backoff,
+        stats: Default::default(),
+        commands: Box::new(cordon_agent::uplink::NoEnforcer),
+        isolation: Default::default(),
     }
 }
 
@@ -87,72 +171,44 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let ca = Arc::new(Ca::generate("Cordon test CA").expect("ca"));
-    let server_cert = ca.issue_server(&["127.0.0.1".into()]).expect("server cert");
-    let store: SharedStore = Arc::new(Mutex::new(
-        Store::open(&tmp.path().join("cordon.db")).expect("store"),
-    ));
-    let collectors = Collectors {
-        ca,
-        server_cert,
-        store,
-    };
-    let (endpoint, task) = collectors.start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let collectors = Collectors::new(tmp.path());
+    // Reached as "localhost:PORT": its certificate must carry that name.
+    let cert = collectors.server_cert(&["127.0.0.1", "localhost"]);
+    let (endpoint, task, _) = collectors.start(&cert, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let live = endpoint.local_addr().expect("addr");
     // A port nothing listens on (bound and released).
     let dead = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free port");
-
-    let key = KeyPair::generate().expect("key");
-    let csr = CertificateParams::new(Vec::<String>::new())
-        .expect("params")
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
-    let cert = collectors
-        .ca
-        .sign_agent(&csr, "h1-agent", 1)
-        .expect("enrol");
-    let mut tls = client_config(&collectors.ca.cert_pem, &cert, &key.serialize_pem()).expect("tls");
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(
-        Duration::from_millis(800).try_into().expect("timeout"),
-    ));
-    tls.transport_config(Arc::new(transport));
-
-    let (_inventory_tx, inventory) = tokio::sync::watch::channel(None);
-    let mut uplink = Uplink {
-        inventory,
-        collectors: vec![
-            Collector {
-                addr: dead,
-                server_name: "127.0.0.1".into(),
-            },
-            Collector {
-                addr: live,
-                server_name: "127.0.0.1".into(),
-            },
-        ],
-        tls,
-        identity: Identity {
-            host_name: "h1".into(),
-            capture: "ebpf".into(),
-            boot_id: "boot-1".into(),
-        },
-        spool: Spool::open(&tmp.path().join("spool"), 1 << 20).expect("spool"),
-        backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
-        stats: Default::default(),
-        commands: Box::new(cordon_agent::uplink::NoEnforcer),
-        isolation: Default::default(),
-    };
+    let configured = vec![
+        Collector::new(dead.into(), ""),
+        // Never resolves: left out of every round, with a warning.
+        Collector::new("no-such-collector.invalid:7470".parse().expect("name"), ""),
+        Collector::new(
+            format!("localhost:{}", live.port()).parse().expect("name"),
+            "",
+        ),
+    ];
+    let candidates = KnownAddrs::default().resolve(&configured).await;
+    assert!(
+        candidates.iter().any(|c| c.addr == live),
+        "localhost resolves to the collector: {candidates:?}"
+    );
+    // Starts at the dead address, so it must be skipped.
+    let agent_id = id_starting_at(&candidates, dead);
+    let mut uplink = uplink(
+        tmp.path(),
+        configured,
+        &agent_id,
+        collectors.enrol(&agent_id),
+        Duration::from_millis(800),
+        Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
+    );
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let agent = tokio::spawn(async move {
         uplink.run(rx).await.expect("uplink");
         uplink
     });
-
     for n in 0..5 {
         tx.send(vec![record(n * 2), record(n * 2 + 1)])
             .await
@@ -177,7 +233,7 @@ async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
     );
 
     // It comes back on the same address, with the same store.
-    let (endpoint, task) = collectors.start(live);
+    let (endpoint, task, _) = collectors.start(&cert, live);
     wait_for("all 20 flows after the outage", || collectors.flows() == 20).await;
     drop(tx);
     let uplink = agent.await.expect("agent task");
@@ -193,18 +249,12 @@ async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
         "the dead address and the outage: {:?}",
         uplink.stats
     );
+    assert!(uplink.stats.sessions_lost >= 1, "{:?}", uplink.stats);
+    // Back on the same collector: not a failover.
+    assert_eq!(uplink.stats.failovers, 0, "{:?}", uplink.stats);
     // Exactly once: twenty distinct remote ports, no duplicates.
-    let rows = collectors
-        .store
-        .lock()
-        .expect("lock")
-        .flows(&FlowFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .expect("query");
-    let mut ports: Vec<u16> = rows.iter().map(|r| r.remote_port).collect();
-    ports.sort_unstable();
+    let mut ports = collectors.ports();
+    assert_eq!(ports.len(), 20);
     ports.dedup();
     assert_eq!(ports.len(), 20);
     endpoint.close(0u32.into(), b"done");
