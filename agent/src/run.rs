@@ -136,6 +136,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
                 enforcer: enf.clone(),
                 exceptions: exc,
                 view: isolation.clone(),
+                known: known.clone(),
             })
         }
         None => Box::new(crate::uplink::NoEnforcer),
