@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::uplink::{Collector, CollectorAddr, dns_name};
+
 /// Which capture to run.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -74,10 +76,20 @@ impl Default for EnforcerConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UplinkConfig {
-    /// Collector addresses ("IP:port"), tried in turn; at least one for `run`.
+    /// Collector addresses, `"IP:port"`, `"[IPv6]:port"` or `"name:port"`; at least one
+    /// for `run`. A name is looked up at every connection round and each of its addresses
+    /// is a candidate (one name with several A/AAAA records: several collector nodes). The
+    /// first candidate an agent tries is picked by a hash of its agent id, so a fleet
+    /// spreads over the nodes; from there it goes round-robin.
     pub collectors: Vec<String>,
-    /// Name the collectors' certificate carries; empty means the first collector's IP.
+    /// Name every collector's certificate must carry; empty means each collector's own
+    /// host as written in `collectors` (its IP, or its DNS name), so each node of a
+    /// cluster can have a certificate of its own.
     pub server_name: String,
+    /// Dead-peer detection, in milliseconds (1000 to 10000): a collector silent this long
+    /// is taken for dead and the next one is tried at once; a handshake with no answer is
+    /// given up after as long. The agent sends keep-alives every third of it.
+    pub dead_after_ms: u64,
     /// The collector's CA certificate (PEM), saved at enrollment.
     pub ca_file: PathBuf,
     /// This agent's certificate (PEM), signed by the collector at enrollment.
@@ -99,6 +111,7 @@ impl Default for UplinkConfig {
         Self {
             collectors: Vec::new(),
             server_name: String::new(),
+            dead_after_ms: DEFAULT_DEAD_AFTER_MS,
             ca_file: PathBuf::from("/var/lib/cordon/ca.pem"),
             cert_file: PathBuf::from("/var/lib/cordon/agent.pem"),
             key_file: PathBuf::from("/var/lib/cordon/agent.key"),
@@ -110,16 +123,37 @@ impl Default for UplinkConfig {
     }
 }
 
+/// `uplink.dead_after_ms` unless set.
+pub const DEFAULT_DEAD_AFTER_MS: u64 = 3000;
+/// Bounds of `uplink.dead_after_ms`: below a second, a few lost keep-alives on a busy
+/// network would pass for a dead collector; above 10 s, the collector's own idle timeout
+/// (10 s; QUIC uses the smaller) ends the connection first.
+pub const DEAD_AFTER_MS: std::ops::RangeInclusive<u64> = 1000..=10_000;
+
 impl UplinkConfig {
     /// The collector addresses, parsed; the error names the field.
-    pub fn collector_addrs(&self) -> Result<Vec<std::net::SocketAddr>, (&'static str, String)> {
+    pub fn collector_addrs(&self) -> Result<Vec<CollectorAddr>, (&'static str, String)> {
         self.collectors
             .iter()
             .map(|c| {
-                c.parse()
-                    .map_err(|_| ("uplink.collectors", format!("`{c}` is not IP:port")))
+                c.parse::<CollectorAddr>()
+                    .map_err(|e| ("uplink.collectors", e.to_string()))
             })
             .collect()
+    }
+
+    /// The collectors, each with the name its certificate must carry (`server_name`, or
+    /// its own host).
+    pub fn collectors(&self) -> Result<Vec<Collector>, (&'static str, String)> {
+        Ok(self
+            .collector_addrs()?
+            .into_iter()
+            .map(|a| Collector::new(a, &self.server_name))
+            .collect())
+    }
+
+    pub fn dead_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.dead_after_ms)
     }
 }
 
@@ -284,6 +318,29 @@ impl AgentConfig {
         }
         let u = &self.uplink;
         u.collector_addrs()?;
+        if !u.server_name.is_empty()
+            && u.server_name.parse::<std::net::IpAddr>().is_err()
+            && dns_name(&u.server_name).is_none()
+        {
+            return Err((
+                "uplink.server_name",
+                format!(
+                    "`{}` is neither an IP address nor a DNS name",
+                    u.server_name
+                ),
+            ));
+        }
+        if !DEAD_AFTER_MS.contains(&u.dead_after_ms) {
+            return Err((
+                "uplink.dead_after_ms",
+                format!(
+                    "must be {} to {} ms, got {}",
+                    DEAD_AFTER_MS.start(),
+                    DEAD_AFTER_MS.end(),
+                    u.dead_after_ms
+                ),
+            ));
+        }
         if u.batch_max_records == 0 || u.batch_max_records > cordon_wire::MAX_BATCH_RECORDS {
             return Err((
                 "uplink.batch_max_records",
@@ -328,75 +385,4 @@ impl AgentConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
-        AgentConfig::parse(text, Path::new("agent.toml"))
-    }
-
-    #[test]
-    fn empty_config_is_the_defaults() {
-        let cfg = parse("").expect("defaults are valid");
-        assert_eq!(cfg, AgentConfig::default());
-    }
-
-    #[test]
-    fn shipped_example_is_valid() {
-        let text = include_str!("../../packaging/agent.toml");
-        let cfg = parse(text).expect("packaging/agent.toml must validate");
-        // It says "the values below are the defaults": keep it true.
-        assert_eq!(cfg, AgentConfig::default());
-    }
-
-    #[test]
-    fn unknown_field_is_named() {
-        let err = parse("[capture]\npoll_interval = 5\n").expect_err("unknown field");
-        let msg = err.to_string();
-        assert!(msg.contains("poll_interval"), "{msg}");
-        assert!(msg.contains("line 2"), "{msg}");
-    }
-
-    #[test]
-    fn wrong_type_is_named() {
-        let err = parse("[capture]\nmode = \"pcap\"\n").expect_err("bad enum");
-        assert!(err.to_string().contains("mode"), "{err}");
-    }
-
-    #[test]
-    fn semantic_errors_name_the_field() {
-        let cases = [
-            (
-                "[capture]\npoll_interval_ms = 0\n",
-                "capture.poll_interval_ms",
-            ),
-            (
-                "[capture]\nring_buffer_bytes = 5000\n",
-                "capture.ring_buffer_bytes",
-            ),
-            (
-                "[capture]\npoll_interval_ms = 5000\nexport_interval_ms = 1000\n",
-                "capture.export_interval_ms",
-            ),
-            (
-                "[capture]\ncgroup_path = \"relative/dir\"\n",
-                "capture.cgroup_path",
-            ),
-            (
-                "[capture]\nflow_map_entries = 10\n",
-                "capture.flow_map_entries",
-            ),
-            (
-                "[capture]\nwakeup_bytes = 4194304\n",
-                "capture.wakeup_bytes",
-            ),
-        ];
-        for (text, field) in cases {
-            let err = parse(text).expect_err(text);
-            match &err {
-                ConfigError::Invalid { field: f, .. } => assert_eq!(*f, field, "{err}"),
-                other => panic!("expected Invalid for {text:?}, got {other}"),
-            }
-        }
-    }
-}
+mod tests;

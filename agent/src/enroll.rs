@@ -18,12 +18,17 @@ use cordon_wire::{
 };
 use rcgen::{CertificateParams, KeyPair};
 
-use crate::config::UplinkConfig;
+use crate::{
+    config::UplinkConfig,
+    uplink::{Collector, CollectorAddr, KnownAddrs},
+};
 
 /// What `cordon-agent enroll` needs.
 pub struct EnrollArgs {
-    pub collector: SocketAddr,
-    /// The name in the collector's certificate; empty: the collector's IP.
+    /// `IP:port`, `[IPv6]:port` or `name:port`, as in `uplink.collectors`.
+    pub collector: CollectorAddr,
+    /// The name in the collector's certificate; empty: the collector's host as written
+    /// (its IP or its DNS name), as for `cordon-agent run`.
     pub server_name: String,
     pub token: String,
     pub ca_fingerprint: String,
@@ -85,25 +90,8 @@ pub async fn enroll(uplink: &UplinkConfig, args: &EnrollArgs) -> anyhow::Result<
         .serialize_request(&key)?
         .pem()?;
     let cfg = enroll_client_config(&args.ca_fingerprint).context("--ca-fingerprint")?;
-    let bind = if args.collector.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let mut endpoint = quinn::Endpoint::client(bind)?;
-    endpoint.set_default_client_config(cfg);
-    let name = if args.server_name.is_empty() {
-        args.collector.ip().to_string()
-    } else {
-        args.server_name.clone()
-    };
-    let conn = tokio::time::timeout(
-        std::time::Duration::from_secs(15),
-        endpoint.connect(args.collector, &name)?,
-    )
-    .await
-    .with_context(|| format!("connecting to {}: timed out", args.collector))?
-    .with_context(|| format!("connecting to {}", args.collector))?;
+    let collector = Collector::new(args.collector.clone(), &args.server_name);
+    let (endpoint, conn) = connect(&collector, cfg).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     write_message(
         &mut send,
@@ -128,6 +116,56 @@ pub async fn enroll(uplink: &UplinkConfig, args: &EnrollArgs) -> anyhow::Result<
         Some(_) => bail!("the collector answered out of protocol"),
         None => bail!("the collector closed the connection without an answer"),
     }
+}
+
+/// The agent id a certificate names (its subject's common name), as the collector reads
+/// it; `None` if the PEM holds no certificate with one.
+pub fn agent_id(cert_pem: &str) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string)
+}
+
+/// Connects to the first of the collector's addresses that answers (a name's are looked
+/// up, each tried for at most 15 s), checking its certificate for `server_name`.
+async fn connect(
+    collector: &Collector,
+    cfg: quinn::ClientConfig,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let candidates = KnownAddrs::default()
+        .resolve(std::slice::from_ref(collector))
+        .await;
+    if candidates.is_empty() {
+        bail!("{}: the name does not resolve", collector.addr);
+    }
+    let mut last = None;
+    for c in candidates {
+        let bind = if c.addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind)?;
+        endpoint.set_default_client_config(cfg.clone());
+        let err = match endpoint.connect(c.addr, &c.server_name) {
+            Ok(connecting) => {
+                match tokio::time::timeout(std::time::Duration::from_secs(15), connecting).await {
+                    Ok(Ok(conn)) => return Ok((endpoint, conn)),
+                    Ok(Err(e)) => anyhow::Error::new(e),
+                    Err(_) => anyhow::anyhow!("timed out"),
+                }
+            }
+            Err(e) => anyhow::Error::new(e),
+        }
+        .context(format!("connecting to {c}"));
+        tracing::warn!(error = %format!("{err:#}"), "enrollment: trying the next address");
+        last = Some(err);
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{}: no address", collector.addr)))
 }
 
 /// Writes `agent.key` (0600, refusing to overwrite one) and `agent.csr` into `dir`;

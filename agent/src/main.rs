@@ -39,7 +39,9 @@ enum Command {
     Enroll {
         #[arg(long, default_value = "/etc/cordon/agent.toml")]
         config: PathBuf,
-        /// The collector's agent port, IP:PORT (default: the config's first collector).
+        /// The collector's agent port, IP:PORT, [IPv6]:PORT or NAME:PORT (default: the
+        /// config's first collector). Its certificate must carry the name as written (or
+        /// the config's uplink.server_name), as for `run`.
         #[arg(long)]
         collector: Option<String>,
         /// The join token from `cordon token create --enroll` (or use --token-file, or
@@ -115,8 +117,8 @@ fn enroll(
     };
     let collector = match collector.or_else(|| cfg.uplink.collectors.first().cloned()) {
         Some(c) => c
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--collector: `{c}` is not IP:port"))?,
+            .parse::<cordon_agent::uplink::CollectorAddr>()
+            .map_err(|e| anyhow::anyhow!("--collector: {e}"))?,
         None => anyhow::bail!("--collector is needed (the config lists no uplink.collectors)"),
     };
     let args = cordon_agent::enroll::EnrollArgs {

@@ -16,7 +16,7 @@ use crate::{
     config::AgentConfig,
     output::{Line, Output},
     spool::Spool,
-    uplink::{Backoff, Collector, Identity, Uplink, convert::to_wire},
+    uplink::{Backoff, Identity, KnownAddrs, Uplink, convert::to_wire},
     watch::host_name,
     watchdog::{self, Progress, Stages},
 };
@@ -83,32 +83,45 @@ fn batcher(
 pub fn run(config: &Path) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(config)?;
     let u = &cfg.uplink;
-    let addrs = u
-        .collector_addrs()
+    let collectors = u
+        .collectors()
         .map_err(|(field, msg)| anyhow::anyhow!("{}: field `{field}`: {msg}", config.display()))?;
-    if addrs.is_empty() {
+    if collectors.is_empty() {
         bail!(
             "{}: field `uplink.collectors`: at least one collector is needed to run",
             config.display()
         );
     }
-    let server_name = if u.server_name.is_empty() {
-        addrs[0].ip().to_string()
-    } else {
-        u.server_name.clone()
-    };
+    let cert = read(&u.cert_file, "the agent certificate")?;
+    // Transport settings (dead-peer detection) are the uplink's, from dead_after.
     let tls = cordon_wire::transport::client_config(
         &read(&u.ca_file, "the collector CA")?,
-        &read(&u.cert_file, "the agent certificate")?,
+        &cert,
         &read(&u.key_file, "the agent key")?,
     )
     .context("TLS set-up (enroll the agent first)")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    // The collectors' addresses now, for the isolation's exceptions (names are looked up
+    // again at every connection round, and the enforcer learns each address found).
+    let known = KnownAddrs::default();
+    let start_addrs: Vec<_> = rt
+        .block_on(known.resolve(&collectors))
+        .into_iter()
+        .map(|c| c.addr)
+        .collect();
     let spool = Spool::open(&u.spool_dir, u.spool_max_bytes)?;
     let host = if cfg.host_name.is_empty() {
         host_name()
     } else {
         cfg.host_name.clone()
     };
+    let agent_id = crate::enroll::agent_id(&cert).unwrap_or_else(|| {
+        tracing::warn!(cert = %u.cert_file.display(), "no common name in the agent certificate; the host name picks the first collector");
+        host.clone()
+    });
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -117,12 +130,13 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     let isolation = Arc::new(crate::enforce::IsolationView::default());
     let commands: Box<dyn crate::uplink::CommandHandler> = match &enforcer {
         Some(enf) => {
-            let exc = crate::enforce::exceptions(&addrs, &cfg.enforcer);
+            let exc = crate::enforce::exceptions(&start_addrs, &cfg.enforcer);
             crate::enforce::restore(enf, &exc, &isolation)?;
             Box::new(crate::enforce::EnforcerHandler {
                 enforcer: enf.clone(),
                 exceptions: exc,
                 view: isolation.clone(),
+                known: known.clone(),
             })
         }
         None => Box::new(crate::uplink::NoEnforcer),
@@ -130,13 +144,10 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     let (inventory_tx, inventory_rx) = tokio::sync::watch::channel(None);
     let mut uplink = Uplink {
         inventory: inventory_rx,
-        collectors: addrs
-            .into_iter()
-            .map(|addr| Collector {
-                addr,
-                server_name: server_name.clone(),
-            })
-            .collect(),
+        collectors,
+        agent_id,
+        dead_after: u.dead_after(),
+        known,
         tls,
         identity: Identity {
             host_name: host.clone(),
@@ -181,10 +192,6 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         progress: stages.0[0].1.clone(),
     };
     let poll_interval = Duration::from_millis(cfg.capture.poll_interval_ms);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     rt.block_on(async move {
         let uplink_task = tokio::spawn(async move {
             // Connect once the capture runs, so the Hello names it; if it never starts,

@@ -171,6 +171,9 @@ pub struct EnforcerHandler {
     pub enforcer: SharedEnforcer,
     pub exceptions: Exceptions,
     pub view: Arc<IsolationView>,
+    /// Every address the uplink has resolved a collector to (a name can point at other
+    /// nodes than at start): kept reachable too, with `exceptions.management`.
+    pub known: crate::uplink::KnownAddrs,
 }
 
 fn allow_both(a: &SocketAddr) -> [AllowRule; 2] {
@@ -200,6 +203,11 @@ impl CommandHandler for EnforcerHandler {
                 allow,
             } => {
                 let mut exc = self.exceptions.clone();
+                for addr in self.known.every() {
+                    if !exc.management.contains(&addr) {
+                        exc.management.push(addr);
+                    }
+                }
                 exc.allow.extend(allow.iter().flat_map(allow_both));
                 let iso = Isolation {
                     command_id: cmd.id,
@@ -250,3 +258,6 @@ impl CommandHandler for EnforcerHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,31 +1,39 @@
 //! The uplink: streams flow batches to a collector and keeps them in the spool until the
 //! collector acknowledges them, so an outage or a restart loses nothing up to the spool's
-//! size. Reconnects back off exponentially with jitter and move on to the next configured
-//! collector address each time.
+//! size. The collectors (the nodes of a cluster) are tried in the order [`order`] sets:
+//! from the agent's home node, round-robin. A session that is lost (the collector silent
+//! for `dead_after`, or gone) moves on to the next collector at once; only after a whole
+//! round failed does the agent back off, exponentially with jitter. Batches are spooled
+//! all the while, and what the old collector did not acknowledge goes to the new one.
+mod address;
 mod backoff;
 pub mod commands;
 pub mod convert;
+pub mod order;
+mod resolve;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{Ipv6Addr, SocketAddr},
+    time::{Duration, Instant},
+};
 
 use cordon_wire::{
-    FlowRecord, Goodbye, Hello, Message, PROTOCOL_MAX, PROTOCOL_MIN,
-    transport::{MessageReader, read_message, write_message},
+    FlowRecord, Goodbye, Hello, Message, PROTOCOL_MAX, PROTOCOL_MIN, Welcome,
+    transport::{MessageReader, client_transport, read_message, write_message},
 };
 use tokio::sync::mpsc;
 
+pub use address::{AddrError, CollectorAddr, Host, dns_name};
 pub use backoff::Backoff;
 pub use commands::{CommandHandler, NoEnforcer};
+pub use resolve::{Candidate, Collector, KnownAddrs, LOOKUP_TIMEOUT};
 
 use crate::spool::Spool;
+use order::Start;
 
-/// A collector to connect to.
-#[derive(Clone, Debug)]
-pub struct Collector {
-    pub addr: SocketAddr,
-    /// Name the collector's certificate must carry (DNS name or IP address).
-    pub server_name: String,
-}
+/// The longest a collector may take to answer the agent's Hello once the handshake is
+/// done; a node that takes connections but does not answer is passed over.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who this agent says it is in its Hello.
 #[derive(Clone, Debug)]
@@ -38,19 +46,40 @@ pub struct Identity {
 /// Counters of the uplink's work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UplinkStats {
+    /// Sessions established (the collector answered the Hello).
     pub connects: u64,
+    /// Attempts that did not get as far (no handshake, refused, no Welcome).
     pub connect_failures: u64,
+    /// Established sessions that ended without the agent stopping.
+    pub sessions_lost: u64,
+    /// Sessions established with another collector than the one whose session was lost.
+    pub failovers: u64,
+    /// Rounds in which every candidate failed (each followed by a backoff wait).
+    pub rounds_failed: u64,
     pub batches_sent: u64,
     pub batches_acked: u64,
 }
 
 pub struct Uplink {
+    /// The configured collectors, in the configured order.
     pub collectors: Vec<Collector>,
+    /// This agent's id (the common name of its certificate): its hash picks the first
+    /// collector the agent tries ([`order`]).
+    pub agent_id: String,
+    /// Dead-peer detection: a collector silent this long is gone, and a handshake that
+    /// has not completed by then is given up ([`client_transport`]).
+    pub dead_after: Duration,
+    /// The collectors' addresses as resolved; shared with the enforcer, which keeps them
+    /// reachable during an isolation.
+    pub known: KnownAddrs,
     /// The host's inventory: sent at every connect, and again whenever it changes.
     pub inventory: tokio::sync::watch::Receiver<Option<cordon_wire::Inventory>>,
+    /// TLS with the agent's certificate; its transport settings are replaced by those
+    /// `dead_after` implies.
     pub tls: quinn::ClientConfig,
     pub identity: Identity,
     pub spool: Spool,
+    /// The wait after a round in which no collector could be reached.
     pub backoff: Backoff,
     pub stats: UplinkStats,
     /// Carries out the collector's commands (isolate, release).
@@ -60,12 +89,35 @@ pub struct Uplink {
     pub isolation: std::sync::Arc<crate::enforce::IsolationView>,
 }
 
-/// How a connection ended.
+/// How an established session ended.
 enum Ended {
     /// The agent is stopping.
     Stop,
-    /// The connection failed; try again (after the backoff).
+    /// The connection failed.
     Lost(String),
+}
+
+/// A session past its Welcome.
+struct Session {
+    /// Held so the connection lives as long as the session.
+    _conn: quinn::Connection,
+    send: quinn::SendStream,
+    msgs: MessageReader,
+}
+
+/// The collector whose session was lost last, and when.
+struct LostSession {
+    from: Candidate,
+    at: Instant,
+}
+
+/// A client endpoint for both address families (dual-stack), or IPv4 only where the host
+/// has no IPv6.
+fn client_endpoint() -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))).or_else(|e| {
+        tracing::debug!(error = %e, "no IPv6 socket; the uplink uses IPv4 only");
+        quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+    })
 }
 
 impl Uplink {
@@ -75,37 +127,101 @@ impl Uplink {
         &mut self,
         mut records: mpsc::Receiver<Vec<FlowRecord>>,
     ) -> anyhow::Result<()> {
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
-        endpoint.set_default_client_config(self.tls.clone());
-        let mut next = 0usize;
-        loop {
-            let target = self.collectors[next % self.collectors.len()].clone();
-            next += 1;
-            match self.session(&endpoint, &target, &mut records).await {
-                Ended::Stop => {
-                    endpoint.wait_idle().await;
-                    return Ok(());
-                }
-                Ended::Lost(reason) => {
-                    self.stats.connect_failures += 1;
-                    let wait = self.backoff.next_delay();
-                    tracing::warn!(collector = %target.addr, %reason, retry_in = ?wait, pending = self.spool.pending_batches(), "collector connection lost");
-                    // Keep spooling while waiting.
-                    let deadline = tokio::time::sleep(wait);
-                    tokio::pin!(deadline);
-                    loop {
-                        tokio::select! {
-                            _ = &mut deadline => break,
-                            batch = records.recv() => match batch {
-                                Some(b) => {
-                                    self.spool_batch(b);
-                                }
-                                None => return Ok(()),
-                            },
-                        }
+        let mut endpoint = client_endpoint()?;
+        let mut tls = self.tls.clone();
+        tls.transport_config(client_transport(self.dead_after));
+        endpoint.set_default_client_config(tls);
+        let hash = order::spread_hash(&self.agent_id);
+        let mut start = Start::Home;
+        let mut lost: Option<LostSession> = None;
+        'rounds: loop {
+            // Names are looked up again at every round.
+            let candidates = self.known.resolve(&self.collectors).await;
+            let addrs: Vec<SocketAddr> = candidates.iter().map(|c| c.addr).collect();
+            for i in order::round(hash, &start, &addrs) {
+                let target = &candidates[i];
+                let session = match self.open(&endpoint, target, &mut records).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return Self::stop(&endpoint).await,
+                    Err(reason) => {
+                        self.stats.connect_failures += 1;
+                        tracing::warn!(collector = %target, %reason, "cannot connect to the collector; trying the next one");
+                        continue;
                     }
+                };
+                self.connected(target, lost.take());
+                let since = Instant::now();
+                let reason = match self.stream(session, &mut records).await {
+                    Ended::Stop => return Self::stop(&endpoint).await,
+                    Ended::Lost(reason) => reason,
+                };
+                self.stats.sessions_lost += 1;
+                let lasted = since.elapsed();
+                lost = Some(LostSession {
+                    from: target.clone(),
+                    at: Instant::now(),
+                });
+                let pending = self.spool.pending_batches();
+                if lasted >= self.dead_after {
+                    // A session that worked: on to the next collector now, no backoff.
+                    self.backoff.reset();
+                    tracing::warn!(collector = %target, %reason, ?lasted, pending, "collector connection lost; trying the next collector now");
+                    start = Start::After(target.addr);
+                    continue 'rounds;
                 }
+                // Lost as soon as it was made: one more failed attempt of this round, so a
+                // collector that takes agents and drops them cannot make the agent spin.
+                tracing::warn!(collector = %target, %reason, ?lasted, pending, "collector connection lost right after it was made; trying the next one");
             }
+            self.stats.rounds_failed += 1;
+            let wait = self.backoff.next_delay();
+            tracing::warn!(candidates = candidates.len(), retry_in = ?wait, pending = self.spool.pending_batches(), "no collector reachable");
+            start = Start::Home;
+            if !self.wait_spooling(wait, &mut records).await {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn stop(endpoint: &quinn::Endpoint) -> anyhow::Result<()> {
+        endpoint.wait_idle().await;
+        Ok(())
+    }
+
+    /// Waits `wait`, spooling the batches that arrive; false when `records` closed.
+    async fn wait_spooling(
+        &mut self,
+        wait: Duration,
+        records: &mut mpsc::Receiver<Vec<FlowRecord>>,
+    ) -> bool {
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return true,
+                batch = records.recv() => match batch {
+                    Some(b) => {
+                        self.spool_batch(b);
+                    }
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    /// Counts and logs a session established with `target`, after `lost` if one was.
+    fn connected(&mut self, target: &Candidate, lost: Option<LostSession>) {
+        self.stats.connects += 1;
+        let pending = self.spool.pending_batches();
+        match lost {
+            Some(l) if l.from.addr != target.addr => {
+                self.stats.failovers += 1;
+                tracing::info!(from = %l.from, to = %target, after = ?l.at.elapsed(), pending, "failed over to another collector");
+            }
+            Some(l) => {
+                tracing::info!(collector = %target, after = ?l.at.elapsed(), pending, "reconnected to the same collector");
+            }
+            None => tracing::info!(collector = %target, pending, "connected to the collector"),
         }
     }
 
@@ -119,24 +235,8 @@ impl Uplink {
         }
     }
 
-    async fn session(
-        &mut self,
-        endpoint: &quinn::Endpoint,
-        target: &Collector,
-        records: &mut mpsc::Receiver<Vec<FlowRecord>>,
-    ) -> Ended {
-        let conn = match endpoint.connect(target.addr, &target.server_name) {
-            Ok(connecting) => match connecting.await {
-                Ok(c) => c,
-                Err(e) => return Ended::Lost(e.to_string()),
-            },
-            Err(e) => return Ended::Lost(e.to_string()),
-        };
-        let (mut send, mut recv) = match conn.open_bi().await {
-            Ok(s) => s,
-            Err(e) => return Ended::Lost(e.to_string()),
-        };
-        let hello = Message::Hello(Hello {
+    fn hello(&self) -> Message {
+        Message::Hello(Hello {
             protocol_min: PROTOCOL_MIN,
             protocol_max: PROTOCOL_MAX,
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -144,34 +244,62 @@ impl Uplink {
             capture: self.identity.capture.clone(),
             boot_id: self.identity.boot_id.clone(),
             last_seq: self.spool.next_seq().saturating_sub(1),
-        });
-        if let Err(e) = write_message(&mut send, &hello).await {
-            return Ended::Lost(e.to_string());
-        }
-        match read_message(&mut recv).await {
-            Ok(Some(Message::Welcome(w))) => {
-                if let Err(e) = self.spool.collector_has(w.stored_seq) {
-                    return Ended::Lost(format!("spool: {e}"));
-                }
+        })
+    }
+
+    /// Connects to `target` up to its Welcome, then sends what a session starts with;
+    /// batches that arrive meanwhile are spooled. `Ok(None)`: the agent is stopping.
+    async fn open(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        target: &Candidate,
+        records: &mut mpsc::Receiver<Vec<FlowRecord>>,
+    ) -> Result<Option<Session>, String> {
+        let handshake = establish(endpoint, target, self.hello(), self.dead_after);
+        tokio::pin!(handshake);
+        let (conn, mut send, recv, welcome) = loop {
+            tokio::select! {
+                res = &mut handshake => break res?,
+                batch = records.recv() => match batch {
+                    Some(b) => {
+                        self.spool_batch(b);
+                    }
+                    None => return Ok(None),
+                },
             }
-            Ok(other) => return Ended::Lost(format!("expected Welcome, got {other:?}")),
-            Err(e) => return Ended::Lost(e.to_string()),
-        }
+        };
+        self.spool
+            .collector_has(welcome.stored_seq)
+            .map_err(|e| format!("spool: {e}"))?;
         let current = self.inventory.borrow_and_update().clone();
-        if let Some(inv) = current
-            && let Err(e) = write_message(&mut send, &Message::Inventory(inv)).await
-        {
-            return Ended::Lost(e.to_string());
+        if let Some(inv) = current {
+            write_message(&mut send, &Message::Inventory(inv))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let state = Message::EnforcementState(self.commands.state());
-        if let Err(e) = write_message(&mut send, &state).await {
-            return Ended::Lost(e.to_string());
-        }
-        // Read on a task of its own, since the loop below also waits for batches.
-        let mut msgs = MessageReader::spawn(recv);
-        self.stats.connects += 1;
-        self.backoff.reset();
-        tracing::info!(collector = %target.addr, pending = self.spool.pending_batches(), "connected to the collector");
+        write_message(&mut send, &state)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Session {
+            _conn: conn,
+            send,
+            // Read on a task of its own, since the session also waits for batches.
+            msgs: MessageReader::spawn(recv),
+        }))
+    }
+
+    /// Streams batches and answers commands until the session ends.
+    async fn stream(
+        &mut self,
+        session: Session,
+        records: &mut mpsc::Receiver<Vec<FlowRecord>>,
+    ) -> Ended {
+        let Session {
+            _conn,
+            mut send,
+            mut msgs,
+        } = session;
         // Everything the collector has not acknowledged goes out first, in order.
         let pending: Vec<_> = self.spool.pending().collect();
         for body in pending {
@@ -265,6 +393,45 @@ impl Uplink {
             }
         }
     }
+}
+
+/// The handshake (given up after `dead_after`), then Hello and the collector's Welcome.
+async fn establish(
+    endpoint: &quinn::Endpoint,
+    target: &Candidate,
+    hello: Message,
+    dead_after: Duration,
+) -> Result<
+    (
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+        Welcome,
+    ),
+    String,
+> {
+    let connecting = endpoint
+        .connect(target.addr, &target.server_name)
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(dead_after, connecting)
+        .await
+        .map_err(|_| format!("no handshake within {dead_after:?}"))?
+        .map_err(|e| e.to_string())?;
+    let greet = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        write_message(&mut send, &hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        match read_message(&mut recv).await {
+            Ok(Some(Message::Welcome(w))) => Ok((send, recv, w)),
+            Ok(other) => Err(format!("expected Welcome, got {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let (send, recv, welcome) = tokio::time::timeout(WELCOME_TIMEOUT, greet)
+        .await
+        .map_err(|_| format!("no Welcome within {WELCOME_TIMEOUT:?}"))??;
+    Ok((conn, send, recv, welcome))
 }
 
 /// Sends an already encoded message body as one frame.

@@ -2,7 +2,7 @@
 //! collector's CA, one crypto provider (ring) everywhere, and a protocol name (ALPN) so a
 //! stray client of another protocol is refused in the handshake. Messages travel on a
 //! stream as frames ([`write_message`] / [`read_message`]).
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::{
@@ -22,15 +22,34 @@ pub use pinned::{fingerprint, normalize_fingerprint};
 pub const ALPN: &[u8] = b"cordon/1";
 
 /// A peer silent this long is gone (agents keep their connection alive more often).
-const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(3);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
 
+/// The agent's default dead-peer detection ([`client_transport`]).
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// The collector's side (and enrollment's): 10 s idle timeout, 3 s keep-alives.
 fn transport() -> Arc<quinn::TransportConfig> {
+    idle_and_keep_alive(IDLE_TIMEOUT, KEEP_ALIVE)
+}
+
+fn idle_and_keep_alive(idle: Duration, keep_alive: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    // 10 s always fits a VarInt, so the conversion cannot fail.
-    t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    let ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(ms))));
+    t.keep_alive_interval(Some(keep_alive));
     Arc::new(t)
+}
+
+/// The agent's side of a session: a collector silent for `dead_after` is gone, and a
+/// handshake with no answer for that long is given up (quinn applies the idle timeout to
+/// the handshake too). The agent sends keep-alives every third of it, so a live but quiet
+/// collector is heard from at least twice within it. QUIC uses the smaller of both sides'
+/// idle timeouts, so the collector's 10 s does not lengthen it (and the collector sees the
+/// agent's keep-alives well within either). At least 100 ms (0 would disable the timeout).
+pub fn client_transport(dead_after: Duration) -> Arc<quinn::TransportConfig> {
+    let dead_after = dead_after.max(Duration::from_millis(100));
+    idle_and_keep_alive(dead_after, dead_after / 3)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +136,8 @@ pub fn server_config(
 }
 
 /// The agent's side: the collector must present a certificate from the CA, and the agent
-/// presents its own.
+/// presents its own. Dead-peer detection is [`client_transport`] with
+/// [`DEFAULT_DEAD_AFTER`]; set another with `transport_config`.
 pub fn client_config(
     ca_pem: &str,
     cert_pem: &str,
@@ -131,7 +151,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(transport());
+    cfg.transport_config(client_transport(DEFAULT_DEAD_AFTER));
     Ok(cfg)
 }
 

@@ -233,3 +233,39 @@ async fn enrolling_agents_trust_the_collector_by_ca_fingerprint() {
     let seen = task.await.expect("server task");
     assert_eq!(seen, vec![0], "one certificate-less handshake: {seen:?}");
 }
+
+#[tokio::test]
+async fn the_agent_side_gives_up_a_handshake_with_a_silent_address() {
+    let ca = pki("Cordon test CA");
+    let agent = leaf(&ca, &["h1-agent"], ExtendedKeyUsagePurpose::ClientAuth);
+    // Bound but never read: the address of a collector that no longer answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let cfg = client_config(&ca.ca_pem, &agent.0, &agent.1).expect("client config");
+    let mut client =
+        quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client");
+    client.set_default_client_config(cfg);
+    let start = std::time::Instant::now();
+    let res = client
+        .connect(silent.local_addr().expect("addr"), "127.0.0.1")
+        .expect("connect")
+        .await;
+    let took = start.elapsed();
+    assert!(
+        matches!(res, Err(quinn::ConnectionError::TimedOut)),
+        "{res:?}"
+    );
+    // The idle timeout (DEFAULT_DEAD_AFTER), not the collector side's 10 s.
+    assert!(
+        took < DEFAULT_DEAD_AFTER + Duration::from_secs(1),
+        "{took:?}"
+    );
+    println!("handshake with a silent address given up after {took:?}");
+}
+
+#[test]
+fn the_agent_transport_keeps_alive_three_times_per_dead_period() {
+    // What client_transport sets is only visible through Debug; check the numbers there.
+    let t = format!("{:?}", client_transport(Duration::from_millis(3000)));
+    assert!(t.contains("keep_alive_interval: Some(1s)"), "{t}");
+    assert!(t.contains("max_idle_timeout: Some(3000)"), "{t}");
+}
