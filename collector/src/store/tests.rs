@@ -262,3 +262,66 @@ fn a_newer_schema_is_refused() {
         Err(StoreError::TooNew { found: 99, .. })
     ));
 }
+
+#[test]
+fn outbox_ids_never_go_back_after_a_full_prune() {
+    let mut s = Store::in_memory().expect("store");
+    let env = |n: u64| crate::outputs::Envelope {
+        key: "k".into(),
+        hec: serde_json::json!({ "n": n }),
+    };
+    s.queue_envelope(&env(1), T0).expect("queue");
+    let (id, _) = s.outbox_after(0, 10).expect("outbox")[0].clone();
+    s.set_sink_position("kafka", id, 0).expect("delivered");
+    assert_eq!(s.prune_outbox(&["kafka"]).expect("prune"), 1);
+    // The outbox is empty and the sink is at `id`: the next envelope must come after it,
+    // or the sink never delivers it.
+    s.queue_envelope(&env(2), T0).expect("queue");
+    let next = s.outbox_after(id, 10).expect("after");
+    assert_eq!(next.len(), 1);
+    assert!(next[0].0 > id);
+}
+
+/// A database of schema version 7 whose outbox was pruned empty gets ids above every
+/// sink's position after the migration.
+#[test]
+fn migration_8_starts_outbox_ids_above_every_sink() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("cordon.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw");
+        for sql in [
+            include_str!("sqlite/schema.sql"),
+            include_str!("sqlite/schema_v2.sql"),
+            include_str!("sqlite/schema_v3.sql"),
+            include_str!("sqlite/schema_v4.sql"),
+            include_str!("sqlite/schema_v5.sql"),
+            include_str!("sqlite/schema_v6.sql"),
+            include_str!("sqlite/schema_v7.sql"),
+        ] {
+            conn.execute_batch(sql).expect("schema");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO alert_outbox (id, key_id, envelope, created_ns) VALUES (3, 'k', '{}', 0);
+             INSERT INTO sink_progress (sink, delivered_id) VALUES ('kafka', 5), ('hec', 3);",
+        )
+        .expect("v7 data");
+    }
+    let mut s = Store::open(&path).expect("migrate");
+    assert_eq!(
+        s.outbox_after(0, 10).expect("kept")[0].0,
+        3,
+        "rows are kept"
+    );
+    assert_eq!(s.prune_outbox(&["kafka", "hec"]).expect("prune"), 1);
+    s.queue_envelope(
+        &crate::outputs::Envelope {
+            key: "k".into(),
+            hec: serde_json::json!({}),
+        },
+        T0,
+    )
+    .expect("queue");
+    assert_eq!(s.outbox_after(5, 10).expect("after").len(), 1);
+}
