@@ -14,10 +14,12 @@ need_root() {
 # cmake, libssl-dev and libcurl4-openssl-dev build the static librdkafka of the Kafka output
 # (rdkafka with cmake-build, ssl and curl). The packaging tests (packaging/tests) inspect
 # the packages (dpkg-dev, rpm, file), lint the debs (lintian), install them in a
-# debootstrap'd chroot and check the units (systemd-analyze, from systemd).
+# debootstrap'd chroot and check the units (systemd-analyze, from systemd). postgresql-15:
+# the store tests start their own PostgreSQL server (initdb, postgres) for the cluster
+# backend; util-linux's setpriv runs it unprivileged inside a lab namespace.
 APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev nftables iproute2 curl
   python3 procps socat cmake libssl-dev libcurl4-openssl-dev
-  dpkg-dev rpm file lintian debootstrap systemd)
+  dpkg-dev rpm file lintian debootstrap systemd postgresql-15 util-linux)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

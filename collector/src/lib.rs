@@ -14,4 +14,6 @@ pub mod policy;
 pub mod response;
 pub mod serve;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod tokens;

@@ -180,6 +180,3 @@ pub fn envelope(
         hec,
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -15,6 +15,7 @@ mod flows;
 mod hosts;
 mod learn;
 mod policies;
+pub mod postgres;
 mod runs;
 pub mod sqlite;
 mod tokens;
@@ -33,14 +34,49 @@ pub use policies::{HostFactsMap, PolicyRow, PolicyStore, PublishRefusal};
 pub use runs::{ApprovalRow, Next, RunRow, RunStepRow, RunStore, StepRecord};
 pub use tokens::{Scope, TokenInfo, TokenRefusal, TokenStore};
 
+/// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A SQLite statement failed.
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A PostgreSQL statement failed, or the connection broke under it.
+    #[error("postgresql: {}", postgres::conn::describe(.0))]
+    Postgres(#[from] ::postgres::Error),
+    /// PostgreSQL could not be reached, refused the login, or its URL is wrong. `target`
+    /// names the server, port, database and user, never the password.
+    #[error("connecting to postgresql ({target}): {reason}")]
+    PgConnect {
+        target: String,
+        reason: String,
+        /// An outage (retry later), not a refusal or a configuration error.
+        unavailable: bool,
+    },
+    /// A store callback (`for_each_flow`'s) called the same store again.
+    #[error("the store was called again from inside one of its own callbacks")]
+    Reentrant,
     #[error("database schema version {found} is newer than this collector's ({supported})")]
     TooNew { found: i64, supported: i64 },
     #[error("unknown agent `{0}`")]
     UnknownAgent(String),
+}
+
+impl StoreError {
+    /// Whether the database is unavailable rather than the call wrong: PostgreSQL cannot
+    /// be reached or the connection was lost. Retry later; the store reconnects by
+    /// itself on the next call.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => postgres::conn::is_lost(e),
+            StoreError::PgConnect { unavailable, .. } => *unavailable,
+            _ => false,
+        }
+    }
+
+    /// Whether the connection this came from is unusable now (the store drops it).
+    pub(crate) fn connection_lost(&self) -> bool {
+        matches!(self, StoreError::Postgres(e) if postgres::conn::is_lost(e))
+    }
 }
 
 /// Everything the collector keeps: what a backend implements.
@@ -85,6 +121,11 @@ impl Store {
     /// An in-memory SQLite store, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
         Ok(Self(Box::new(sqlite::SqliteStore::in_memory()?)))
+    }
+
+    /// Connects to the PostgreSQL database of a cluster (migrating it).
+    pub fn postgres(cfg: &postgres::PgConfig) -> Result<Self, StoreError> {
+        Ok(Self(Box::new(postgres::PgStore::connect(cfg)?)))
     }
 
     /// A store on any backend.

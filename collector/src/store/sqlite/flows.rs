@@ -121,7 +121,7 @@ impl FlowStore for SqliteStore {
         let mut q = self.conn.prepare(
             "SELECT c.direction, c.proto, c.remote_ip, c.port, c.exe, c.flows
              FROM conversations c JOIN hosts h ON h.id = c.host_id
-             WHERE h.agent_id = ?1 ORDER BY c.flows DESC, c.remote_ip, c.port",
+             WHERE h.agent_id = ?1 ORDER BY c.flows DESC, c.remote_ip, c.port, c.direction, c.proto, c.exe",
         )?;
         let rows = q.query_map([agent_id], |r| {
             let flows: i64 = r.get(5)?;

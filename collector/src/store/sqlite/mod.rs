@@ -18,7 +18,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -59,7 +59,7 @@ impl SqliteStore {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 7] = [
+        let steps: [(i64, &str); 8] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
             (3, include_str!("schema_v3.sql")),
@@ -67,6 +67,7 @@ impl SqliteStore {
             (5, include_str!("schema_v5.sql")),
             (6, include_str!("schema_v6.sql")),
             (7, include_str!("schema_v7.sql")),
+            (8, include_str!("schema_v8.sql")),
         ];
         for (to, sql) in steps {
             if version < to {

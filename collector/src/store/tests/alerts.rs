@@ -1,12 +1,15 @@
-//! Verdicts and alerts through the store: a published policy judges stored records;
-//! escaped flows raise one alert per key with a count; the outbox gets new alerts and
-//! republished ones, not while snoozed or muted.
+//! Verdicts and alerts through the store (moved here from `alerts::tests` to run on both
+//! backends): a published policy judges stored records; escaped flows raise one alert per
+//! key with a count; the outbox gets new alerts and republished ones, not while snoozed
+//! or muted; sinks keep their positions in the outbox.
 use std::sync::Arc;
 
 use cordon_wire::{Direction, FlowBatch, FlowEvent, FlowRecord, Process, Proto, Verdict};
 
-use super::*;
+use super::{Fixture, both};
 use crate::{
+    alerts::AlertSettings,
+    outputs::Envelope,
     policy::state::{Judge, PolicyState},
     store::{AlertFilter, Compliance, FlowFilter, Store},
 };
@@ -44,8 +47,8 @@ fn rec(port: u16, event: FlowEvent, verdict: Verdict, exe: &str, t: u64) -> Flow
     }
 }
 
-fn store_with_policy() -> (Store, Judge) {
-    let mut s = Store::in_memory().expect("store");
+fn store_with_policy(f: &Fixture) -> (Store, Judge) {
+    let mut s = f.open();
     s.host_connected("h1", "h1", "0.1.0", "ebpf", T0)
         .expect("host");
     let v = s.apply_policy("t", POLICY, "test", T0).expect("apply");
@@ -83,9 +86,8 @@ fn put(
     c.raised
 }
 
-#[test]
-fn verdicts_are_stored_and_violations_alert_once_per_key_with_counts() {
-    let (mut s, mut judge) = store_with_policy();
+fn verdicts_are_stored_and_violations_alert_once_per_key_with_counts(f: &Fixture) {
+    let (mut s, mut judge) = store_with_policy(f);
     let settings = AlertSettings {
         republish_secs: 60,
         index: "security".into(),
@@ -249,9 +251,8 @@ fn verdicts_are_stored_and_violations_alert_once_per_key_with_counts() {
     assert_eq!(s.alerts(&AlertFilter::default()).expect("alerts").len(), 3);
 }
 
-#[test]
-fn without_a_published_policy_records_have_no_verdict() {
-    let mut s = Store::in_memory().expect("store");
+fn without_a_published_policy_records_have_no_verdict(f: &Fixture) {
+    let mut s = f.open();
     s.host_connected("h1", "h1", "0.1.0", "ebpf", T0)
         .expect("host");
     let v = s.apply_policy("t", POLICY, "test", T0).expect("apply");
@@ -278,4 +279,153 @@ fn without_a_published_policy_records_have_no_verdict() {
             .expect("alerts")
             .is_empty()
     );
+}
+
+fn envelope(key: &str, n: u64) -> Envelope {
+    Envelope {
+        key: key.into(),
+        hec: serde_json::json!({"event": {"n": n}}),
+    }
+}
+
+fn the_outbox_keeps_each_sinks_position_and_ids_never_go_back(f: &Fixture) {
+    let mut s = f.open();
+    assert!(s.outbox_after(0, 10).expect("empty").is_empty());
+    assert_eq!(s.sink_position("kafka").expect("position"), 0);
+    for n in 0..3 {
+        s.queue_envelope(&envelope("k", n), super::T0 + n)
+            .expect("queue");
+    }
+    let all = s.outbox_after(0, 10).expect("outbox");
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "in id order");
+    assert_eq!(all[2].1, envelope("k", 2));
+    assert_eq!(s.outbox_after(all[0].0, 1).expect("page")[0].0, all[1].0);
+    // Positions only move forward; dead letters add up.
+    s.set_sink_position("kafka", all[1].0, 0).expect("set");
+    s.set_sink_position("kafka", all[0].0, 2).expect("set back");
+    s.set_sink_position("hec", all[2].0, 1).expect("set");
+    assert_eq!(s.sink_position("kafka").expect("position"), all[1].0);
+    // Pruning keeps what the slowest sink has not delivered.
+    assert_eq!(s.prune_outbox(&["kafka", "hec"]).expect("prune"), 2);
+    assert_eq!(s.outbox_after(0, 10).expect("left").len(), 1);
+    s.set_sink_position("kafka", all[2].0, 0).expect("set");
+    assert_eq!(s.prune_outbox(&["kafka", "hec"]).expect("prune"), 1);
+    // Everything was delivered and pruned: a new envelope still comes after every sink's
+    // position, or the sinks would never deliver it.
+    s.queue_envelope(&envelope("k", 3), super::T0 + 3)
+        .expect("queue");
+    let pos = s.sink_position("hec").expect("position");
+    let next = s.outbox_after(pos, 10).expect("after");
+    assert_eq!(
+        next.len(),
+        1,
+        "a new envelope after a full prune is delivered"
+    );
+    assert_eq!(next[0].1, envelope("k", 3));
+    // No sinks: nothing will read it.
+    assert_eq!(s.prune_outbox(&[]).expect("prune all"), 1);
+}
+
+fn snooze_and_mute_of_unknown_alerts_are_refused(f: &Fixture) {
+    let mut s = f.open();
+    assert!(!s.snooze_alert("nope", 5).expect("snooze"));
+    assert!(!s.mute_alert("nope", true).expect("mute"));
+}
+
+fn alerts_are_filtered_by_host_severity_and_time(f: &Fixture) {
+    let (mut s, mut judge) = store_with_policy(f);
+    s.host_connected("h2", "h2", "0.1.0", "ebpf", T0)
+        .expect("host");
+    let settings = AlertSettings::default();
+    put(
+        &mut s,
+        &mut judge,
+        1,
+        vec![rec(9090, FlowEvent::Start, Verdict::Forwarded, "/x", T0)],
+        &settings,
+        T0,
+    );
+    let all = s.alerts(&AlertFilter::default()).expect("alerts");
+    assert_eq!(all.len(), 1);
+    let a = &all[0];
+    assert_eq!((a.host.as_str(), a.count, a.first_ns), ("h1", 1, T0));
+    assert_eq!(a.alert["key_id"], a.key_id.as_str());
+    let q = |f: AlertFilter| s.alerts(&f).expect("alerts").len();
+    assert_eq!(
+        q(AlertFilter {
+            host: Some("h2".into()),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        q(AlertFilter {
+            host: Some("h1".into()),
+            min_severity: crate::policy::Severity::parse("HIGH"),
+            since_ns: Some(T0),
+            limit: 5,
+        }),
+        1
+    );
+    assert_eq!(
+        q(AlertFilter {
+            min_severity: crate::policy::Severity::parse("CRITICAL"),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        q(AlertFilter {
+            since_ns: Some(T0 + 1),
+            ..Default::default()
+        }),
+        0
+    );
+}
+
+both!(
+    verdicts_are_stored_and_violations_alert_once_per_key_with_counts,
+    without_a_published_policy_records_have_no_verdict,
+    the_outbox_keeps_each_sinks_position_and_ids_never_go_back,
+    snooze_and_mute_of_unknown_alerts_are_refused,
+    alerts_are_filtered_by_host_severity_and_time,
+);
+
+/// SQLite only: a database of schema version 7 whose outbox was pruned empty gets ids
+/// above every sink's position after the migration.
+#[test]
+fn sqlite_migration_8_starts_outbox_ids_above_every_sink() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("cordon.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw");
+        for sql in [
+            include_str!("../sqlite/schema.sql"),
+            include_str!("../sqlite/schema_v2.sql"),
+            include_str!("../sqlite/schema_v3.sql"),
+            include_str!("../sqlite/schema_v4.sql"),
+            include_str!("../sqlite/schema_v5.sql"),
+            include_str!("../sqlite/schema_v6.sql"),
+            include_str!("../sqlite/schema_v7.sql"),
+        ] {
+            conn.execute_batch(sql).expect("schema");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO alert_outbox (id, key_id, envelope, created_ns) VALUES (3, 'k', '{}', 0);
+             INSERT INTO sink_progress (sink, delivered_id) VALUES ('kafka', 5), ('hec', 3);",
+        )
+        .expect("v7 data");
+    }
+    let mut s = Store::open(&path).expect("migrate");
+    assert_eq!(
+        s.outbox_after(0, 10).expect("kept")[0].0,
+        3,
+        "rows are kept"
+    );
+    assert_eq!(s.prune_outbox(&["kafka", "hec"]).expect("prune"), 1);
+    s.queue_envelope(&envelope("k", 1), T0).expect("queue");
+    let next = s.outbox_after(5, 10).expect("after kafka's position");
+    assert_eq!(next.len(), 1, "above every sink's position");
 }

@@ -1,0 +1,316 @@
+//! Storing flow batches (sequence dedup, group commit), querying flows and conversations,
+//! retention, and schema versions.
+use cordon_wire::FlowEvent;
+
+use super::*;
+use crate::store::*;
+
+fn batches_are_stored_once_and_resends_are_recognised(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    let b = batch(1, vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0)]);
+    assert_eq!(
+        s.store_batch("h1-agent", &b).expect("store"),
+        Stored::New { records: 1 }
+    );
+    assert_eq!(
+        s.store_batch("h1-agent", &b).expect("resend"),
+        Stored::Duplicate
+    );
+    assert_eq!(s.flows(&FlowFilter::default()).expect("query").len(), 1);
+    // The stored sequence survives a reconnect.
+    let (_, seq) = s
+        .host_connected("h1-agent", "h1", "0.1.1", "ebpf", T0 + 5)
+        .expect("host");
+    assert_eq!(seq, 1);
+    assert!(matches!(
+        s.store_batch("nobody", &b),
+        Err(StoreError::UnknownAgent(_))
+    ));
+    // An older batch (a resend of one before the last) is a duplicate too.
+    let b2 = batch(2, vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0)]);
+    s.store_batch("h1-agent", &b2).expect("store");
+    assert_eq!(
+        s.store_batch("h1-agent", &b).expect("old"),
+        Stored::Duplicate
+    );
+    // Another connection sees the same.
+    let other = f.open();
+    assert_eq!(other.flows(&FlowFilter::default()).expect("query").len(), 2);
+    assert_eq!(
+        other.host("h1-agent").expect("host").expect("h1").last_seq,
+        2
+    );
+}
+
+fn a_group_commit_stores_each_batch_once_and_fails_only_the_bad_one(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    s.host_connected("h2-agent", "h2", "0.1.0", "ebpf", T0)
+        .expect("host");
+    let one = batch(1, vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0)]);
+    let two = batch(
+        2,
+        vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0 + 1); 3],
+    );
+    let results = s
+        .store_batches(
+            &[
+                ("h1-agent", &one),
+                ("nobody", &one),
+                ("h1-agent", &one), // a resend within the same group
+                ("h2-agent", &one),
+                ("h1-agent", &two),
+            ],
+            &mut Compliance::none(),
+        )
+        .expect("commit");
+    assert!(matches!(results[0], Ok(Stored::New { records: 1 })));
+    assert!(matches!(results[1], Err(StoreError::UnknownAgent(_))));
+    assert!(matches!(results[2], Ok(Stored::Duplicate)));
+    assert!(matches!(results[3], Ok(Stored::New { records: 1 })));
+    assert!(matches!(results[4], Ok(Stored::New { records: 3 })));
+    assert_eq!(results.len(), 5);
+    assert_eq!(s.flows(&FlowFilter::default()).expect("query").len(), 5);
+    let (_, seq) = s
+        .host_connected("h1-agent", "h1", "0.1.0", "ebpf", T0 + 5)
+        .expect("host");
+    assert_eq!(seq, 2);
+    // Both agents' edges were counted once per start record.
+    assert_eq!(s.conversations("h1-agent").expect("edges")[0].flows, 4);
+    assert_eq!(s.conversations("h2-agent").expect("edges")[0].flows, 1);
+    // An empty group and a group of duplicates store nothing.
+    assert!(
+        s.store_batches(&[], &mut Compliance::none())
+            .expect("empty")
+            .is_empty()
+    );
+    let dup = s
+        .store_batches(&[("h1-agent", &one)], &mut Compliance::none())
+        .expect("dup");
+    assert!(matches!(dup[..], [Ok(Stored::Duplicate)]));
+    assert_eq!(s.flows(&FlowFilter::default()).expect("query").len(), 5);
+}
+
+fn flows_are_filtered_and_limited(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    s.host_connected("h2-agent", "h2", "0.1.0", "procfs", T0)
+        .expect("host");
+    s.store_batch(
+        "h1-agent",
+        &batch(
+            1,
+            vec![
+                rec(FlowEvent::Start, 443, "/usr/bin/curl", T0),
+                rec(FlowEvent::End, 443, "/usr/bin/curl", T0 + 10),
+                rec(FlowEvent::Start, 5432, "/usr/bin/psql", T0 + 20),
+            ],
+        ),
+    )
+    .expect("store");
+    let mut ssh = rec(FlowEvent::Start, 22, "/usr/bin/ssh", T0);
+    ssh.process = None;
+    ssh.unattributed_reason = Some("exited".into());
+    s.store_batch("h2-agent", &batch(1, vec![ssh]))
+        .expect("store");
+    let q = |f: FlowFilter| s.flows(&f).expect("query");
+    let all = q(FlowFilter::default());
+    assert_eq!(all.len(), 4);
+    // Newest first; every column comes back as written.
+    assert_eq!(
+        all[0],
+        FlowRow {
+            host: "h1".into(),
+            event: "start".into(),
+            first_seen_ns: T0 + 20,
+            last_seen_ns: T0 + 1_020,
+            proto: "tcp".into(),
+            direction: "outbound".into(),
+            local_ip: "10.0.0.1".into(),
+            local_port: 40000,
+            remote_ip: "10.0.0.2".into(),
+            remote_port: 5432,
+            bytes_out: 100,
+            bytes_in: 200,
+            pid: Some(42),
+            exe: Some("/usr/bin/psql".into()),
+            verdict: "forwarded".into(),
+            policy_verdict: None,
+            policy_rule: None,
+            policy_version: None,
+        }
+    );
+    let h2 = q(FlowFilter {
+        host: Some("h2".into()),
+        ..Default::default()
+    });
+    assert_eq!(h2.len(), 1);
+    assert_eq!((h2[0].pid, h2[0].exe.as_deref()), (None, None));
+    assert_eq!(
+        q(FlowFilter {
+            host: Some("h1-agent".into()),
+            ..Default::default()
+        })
+        .len(),
+        3
+    );
+    assert_eq!(
+        q(FlowFilter {
+            port: Some(443),
+            ..Default::default()
+        })
+        .len(),
+        2
+    );
+    assert_eq!(
+        q(FlowFilter {
+            port: Some(40000),
+            ..Default::default()
+        })
+        .len(),
+        4,
+        "the local port matches too"
+    );
+    let psql = q(FlowFilter {
+        exe: Some("/usr/bin/psql".into()),
+        ..Default::default()
+    });
+    assert_eq!(psql.len(), 1);
+    assert_eq!((psql[0].remote_port, psql[0].pid), (5432, Some(42)));
+    assert_eq!(
+        q(FlowFilter {
+            since_ns: Some(T0 + 1_015),
+            ..Default::default()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        q(FlowFilter {
+            until_ns: Some(T0 + 5),
+            ..Default::default()
+        })
+        .len(),
+        2
+    );
+    let newest = q(FlowFilter {
+        limit: 1,
+        ..Default::default()
+    });
+    assert_eq!(newest[0].remote_port, 5432);
+    assert_eq!(
+        q(FlowFilter {
+            remote_ip: Some("10.0.0.9".parse().expect("ip")),
+            ..Default::default()
+        })
+        .len(),
+        0
+    );
+    assert_eq!(
+        q(FlowFilter {
+            remote_ip: Some("10.0.0.2".parse().expect("ip")),
+            host: Some("h1".into()),
+            port: Some(443),
+            exe: Some("/usr/bin/curl".into()),
+            since_ns: Some(T0),
+            until_ns: Some(T0 + 11),
+            limit: 10,
+            ..Default::default()
+        })
+        .len(),
+        2,
+        "filters combine"
+    );
+}
+
+fn conversations_count_flow_starts_per_edge(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    let recs = vec![
+        rec(FlowEvent::Start, 443, "/usr/bin/curl", T0),
+        rec(FlowEvent::End, 443, "/usr/bin/curl", T0),
+        rec(FlowEvent::Start, 443, "/usr/bin/curl", T0 + 1),
+        rec(FlowEvent::Start, 5432, "/usr/bin/psql", T0 + 2),
+    ];
+    s.store_batch("h1-agent", &batch(1, recs)).expect("store");
+    let mut inbound = rec(FlowEvent::Start, 51000, "/usr/sbin/sshd", T0 + 3);
+    inbound.direction = Direction::Inbound;
+    inbound.local = "10.0.0.1:22".parse().expect("addr");
+    let mut anon = rec(FlowEvent::Start, 443, "", T0 + 4);
+    anon.process = None;
+    s.store_batch("h1-agent", &batch(2, vec![inbound, anon.clone(), anon]))
+        .expect("store");
+    let edges = s.conversations("h1-agent").expect("edges");
+    assert_eq!(edges.len(), 4, "{edges:?}");
+    assert_eq!(
+        edges[0],
+        Conversation {
+            direction: "outbound".into(),
+            proto: "tcp".into(),
+            remote_ip: "10.0.0.2".into(),
+            port: 443,
+            exe: "".into(),
+            flows: 2,
+        }
+    );
+    assert_eq!(
+        edges[1],
+        Conversation {
+            direction: "outbound".into(),
+            proto: "tcp".into(),
+            remote_ip: "10.0.0.2".into(),
+            port: 443,
+            exe: "/usr/bin/curl".into(),
+            flows: 2,
+        }
+    );
+    // Inbound: the service port is the local one.
+    assert!(
+        edges
+            .iter()
+            .any(|e| e.direction == "inbound" && e.port == 22 && e.exe == "/usr/sbin/sshd")
+    );
+    assert!(s.conversations("nobody").expect("none").is_empty());
+}
+
+fn retention_removes_old_flows(f: &Fixture) {
+    {
+        let mut s = store_with_h1(f);
+        s.store_batch(
+            "h1-agent",
+            &batch(
+                1,
+                vec![
+                    rec(FlowEvent::Start, 1, "/a", T0),
+                    rec(FlowEvent::Start, 2, "/b", T0 + 1_000_000),
+                ],
+            ),
+        )
+        .expect("store");
+        assert_eq!(s.apply_retention(T0 + 500_000).expect("retention"), 1);
+        assert_eq!(s.apply_retention(T0 + 500_000).expect("again"), 0);
+        s.set_cache_kib(64 * 1024).expect("cache");
+    }
+    let s = f.open();
+    let left = s.flows(&FlowFilter::default()).expect("query");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].remote_port, 2);
+    // Edges are aggregates, not flows: they stay.
+    assert_eq!(s.conversations("h1-agent").expect("edges").len(), 2);
+}
+
+fn a_newer_schema_is_refused(f: &Fixture) {
+    drop(f.open());
+    f.bump_schema(99);
+    let refused = f.open_err();
+    assert!(
+        matches!(refused, Some(StoreError::TooNew { found: 99, .. })),
+        "{refused:?}"
+    );
+}
+
+both!(
+    batches_are_stored_once_and_resends_are_recognised,
+    a_group_commit_stores_each_batch_once_and_fails_only_the_bad_one,
+    flows_are_filtered_and_limited,
+    conversations_count_flow_starts_per_edge,
+    retention_removes_old_flows,
+    a_newer_schema_is_refused,
+);
