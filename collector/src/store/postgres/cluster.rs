@@ -29,6 +29,23 @@ impl ClusterStore for PgStore {
         })
     }
 
+    fn renew(&mut self, owner: &str, now_ns: u64, ttl_ns: u64) -> Result<(), StoreError> {
+        let until = ns(now_ns.saturating_add(ttl_ns));
+        self.with_mut(|c, _| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "UPDATE leases SET until_ns = $2 WHERE owner = $1",
+                &[&owner, &until],
+            )?;
+            tx.execute(
+                "UPDATE runs SET lease_until_ns = $2 WHERE owner = $1 AND lease_until_ns > 0",
+                &[&owner, &until],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn release_lease(&mut self, name: &str, owner: &str) -> Result<(), StoreError> {
         self.with_mut(|c, _| {
             c.execute(

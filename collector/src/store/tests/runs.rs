@@ -351,7 +351,48 @@ fn a_run_command_for_an_unknown_host_is_refused(f: &Fixture) {
     assert_eq!(s.run(id).expect("run").expect("row").state, "running");
 }
 
+/// A live node's heartbeat renews what it holds: its leases and its run claims; another
+/// owner's stay as they were.
+fn renew_extends_an_owners_leases_and_claims_only(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    let id = start(&mut s, "k", T0).expect("run");
+    assert_eq!(s.claim_due_runs(T0, 10, "a", SEC).expect("claim").len(), 1);
+    assert!(s.try_lease("output.kafka", "a", T0, SEC).expect("lease"));
+    assert!(s.try_lease("retention", "b", T0, SEC).expect("lease"));
+    s.renew("a", T0 + SEC / 2, 10 * SEC).expect("renew");
+    let mut other = f.open();
+    let later = T0 + 5 * SEC;
+    assert!(
+        other
+            .claim_due_runs(later, 10, "c", SEC)
+            .expect("claim")
+            .is_empty(),
+        "run {id} is still a's"
+    );
+    assert!(
+        !other
+            .try_lease("output.kafka", "c", later, SEC)
+            .expect("lease")
+    );
+    assert!(
+        other
+            .try_lease("retention", "c", later, SEC)
+            .expect("lease"),
+        "b did not renew: its lease expired"
+    );
+    // Without renewal, a's claim ends too.
+    let much_later = T0 + 11 * SEC;
+    assert_eq!(
+        other
+            .claim_due_runs(much_later, 10, "c", SEC)
+            .expect("claim")
+            .len(),
+        1
+    );
+}
+
 both!(
+    renew_extends_an_owners_leases_and_claims_only,
     one_unfinished_run_per_playbook_and_alert,
     claims_are_exclusive_expire_and_are_given_back,
     two_claimers_never_get_the_same_run,
