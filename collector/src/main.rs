@@ -2,7 +2,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use cordon_collector::{config::CollectorConfig, serve};
+use cordon_collector::{
+    cluster::node::{CA_NAME, Location},
+    config::CollectorConfig,
+    serve,
+};
 
 #[derive(Parser)]
 #[command(
@@ -76,13 +80,39 @@ enum TokenCommand {
     },
 }
 
+/// Where this collector's store is: its SQLite file, or its cluster's PostgreSQL.
+fn location(cfg: &CollectorConfig) -> anyhow::Result<Location> {
+    Ok(match &cfg.cluster {
+        None => Location::Sqlite(cfg.data_dir.join("cordon.db")),
+        Some(c) => Location::Postgres(
+            c.pg_config(&cfg.node_name())
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+    })
+}
+
+/// The collector's CA: in its data directory, or the one its cluster shares.
+fn collector_ca(cfg: &CollectorConfig) -> anyhow::Result<cordon_collector::pki::Ca> {
+    match location(cfg)? {
+        Location::Sqlite(_) => Ok(cordon_collector::pki::load_or_create(
+            &cfg.data_dir.join("pki"),
+            CA_NAME,
+        )?),
+        Location::Postgres(pg) => {
+            let mut s = cordon_collector::store::postgres::PgStore::connect(&pg)?;
+            cordon_collector::cluster::node::shared_ca(&mut s, &cfg.data_dir)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CORDON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // PostgreSQL's notices (e.g. "already exists, skipping") are not news.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,postgres=warn")),
         )
         .init();
     let res = match Cli::parse().command {
@@ -102,6 +132,11 @@ fn main() -> ExitCode {
                     anyhow::bail!("{first}");
                 }
             }
+            if let Some(c) = &cfg.cluster {
+                // The password file must be there and private.
+                c.pg_config(&cfg.node_name())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            }
             println!("{}: valid", config.display());
             Ok(())
         }),
@@ -113,10 +148,7 @@ fn main() -> ExitCode {
             ca_out,
             days,
         } => CollectorConfig::load(&config).and_then(|cfg| {
-            let ca = cordon_collector::pki::load_or_create(
-                &cfg.data_dir.join("pki"),
-                "Cordon collector CA",
-            )?;
+            let ca = collector_ca(&cfg)?;
             let request = std::fs::read_to_string(&csr)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", csr.display()))?;
             std::fs::write(&out, ca.sign_agent(&request, &id, days)?)?;
@@ -140,10 +172,13 @@ fn main() -> ExitCode {
                     uses,
                 },
         } => CollectorConfig::load(&config).and_then(|cfg| {
-            let db = cfg.data_dir.join("cordon.db");
-            std::fs::create_dir_all(&cfg.data_dir)?;
-            let mut store = cordon_collector::store::Store::open(&db)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+            let at = location(&cfg)?;
+            if matches!(at, Location::Sqlite(_)) {
+                std::fs::create_dir_all(&cfg.data_dir)?;
+            }
+            let mut store = at
+                .open()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at.describe()))?;
             let req = cordon_collector::api::NewToken {
                 name,
                 scope,

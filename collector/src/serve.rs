@@ -9,31 +9,85 @@ use anyhow::Context;
 
 use crate::{
     api::{self, ApiState},
-    cluster::membership::{Health, Membership},
+    cluster::{
+        membership::{Health, Membership},
+        node::{CA_NAME, Location},
+    },
     config::CollectorConfig,
     ingest::{self, FlowIntake, Ingest, Live, WriterCompliance},
     metrics::Metrics,
     outputs::{Sink, Wake, dispatch::Dispatcher, hec::HecSink, kafka::KafkaSink},
     pki,
     policy::state::PolicyState,
-    store::Store,
+    store::{Store, postgres::PgStore},
 };
 
-pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
-    let ca = Arc::new(pki::load_or_create(
-        &cfg.data_dir.join("pki"),
-        "Cordon collector CA",
-    )?);
-    let (cert, key) = ca.issue_server(&cfg.server_names)?;
-    let db = cfg.data_dir.join("cordon.db");
+/// What start-up opens synchronously (off the async threads: a PostgreSQL connection
+/// must not be made on one).
+struct Opened {
+    ca: pki::Ca,
+    store: Arc<Mutex<Store>>,
+    api_store: Arc<Mutex<Store>>,
+    outputs_store: Arc<Mutex<Store>>,
+    engine_store: Arc<Mutex<Store>>,
+    beat_store: Arc<Mutex<Store>>,
+    policy: Arc<PolicyState>,
+}
+
+fn open_all(cfg: &CollectorConfig, at: &Location) -> anyhow::Result<Opened> {
     let open = || {
-        Store::open(&db)
+        at.open()
             .map(|s| Arc::new(Mutex::new(s)))
-            .with_context(|| format!("opening the store {}", db.display()))
+            .with_context(|| format!("opening the store ({})", at.describe()))
     };
+    // The first connection migrates the schema (under a lock, on PostgreSQL).
     let store = open()?;
-    // The API reads through its own connection, so it does not queue behind ingest.
-    let api_store = open()?;
+    let ca = match at {
+        Location::Sqlite(_) => pki::load_or_create(&cfg.data_dir.join("pki"), CA_NAME)?,
+        Location::Postgres(pg) => {
+            let mut s = PgStore::connect(pg)
+                .with_context(|| format!("opening the store ({})", at.describe()))?;
+            crate::cluster::node::shared_ca(&mut s, &cfg.data_dir)?
+        }
+    };
+    let policy = PolicyState::new();
+    match store.lock() {
+        Ok(s) => policy.reload(&**s)?,
+        Err(_) => anyhow::bail!("store lock poisoned"),
+    }
+    Ok(Opened {
+        ca,
+        store,
+        // The API reads through its own connection, so it does not queue behind ingest.
+        api_store: open()?,
+        outputs_store: open()?,
+        engine_store: open()?,
+        beat_store: open()?,
+        policy,
+    })
+}
+
+pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
+    let node = cfg.node_name();
+    let at = match &cfg.cluster {
+        None => Location::Sqlite(cfg.data_dir.join("cordon.db")),
+        Some(c) => Location::Postgres(c.pg_config(&node).map_err(|e| anyhow::anyhow!(e))?),
+    };
+    let opened = {
+        let (cfg, at) = (cfg.clone(), at.clone());
+        tokio::task::spawn_blocking(move || open_all(&cfg, &at)).await??
+    };
+    let Opened {
+        ca,
+        store,
+        api_store,
+        outputs_store,
+        engine_store,
+        beat_store,
+        policy,
+    } = opened;
+    let ca = Arc::new(ca);
+    let (cert, key) = ca.issue_server(&cfg.server_names)?;
     // Enrolling agents check the CA, sent after the collector's own certificate, against
     // the fingerprint they were given.
     let chain = format!("{cert}{}", ca.cert_pem);
@@ -45,15 +99,9 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         .with_context(|| format!("api.listen {} (tcp)", cfg.api.listen))?;
     let metrics = Arc::new(Metrics::new());
     let metrics_for_outputs = metrics.clone();
-    let node = cfg.node_name();
     let health = Arc::new(Health::default());
     let live = Arc::new(Live::default());
     let live_for_response = live.clone();
-    let policy = PolicyState::new();
-    match store.lock() {
-        Ok(s) => policy.reload(&**s)?,
-        Err(_) => anyhow::bail!("store lock poisoned"),
-    }
     if let Some(ctx) = policy.current() {
         tracing::info!(version = ctx.version, name = %ctx.policy.name, "published policy in force");
     }
@@ -62,9 +110,19 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         alerts: cfg.alerts.clone(),
         outbox: Arc::new(Wake::default()),
     };
+    let stop_outputs = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flows, cluster_threads) = match (&cfg.cluster, &at) {
+        (Some(c), Location::Postgres(pg)) => {
+            crate::cluster::node::start(c, &node, pg, &live, &compliance, &metrics, &stop_outputs)
+                .await?
+        }
+        _ => (FlowIntake::Store, Vec::new()),
+    };
     tracing::info!(
         listen = %endpoint.local_addr()?,
         api = %listener.local_addr()?,
+        node = %node,
+        store = %at.describe(),
         ca_fingerprint = %ca.fingerprint(),
         "collector listening"
     );
@@ -77,7 +135,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             live: live.clone(),
             agent_cert_days: cfg.agent_cert_days,
             compliance: compliance.clone(),
-            flows: FlowIntake::Store,
+            flows,
             node: node.clone(),
             health: health.clone(),
         },
@@ -98,17 +156,16 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             let _ = api_stopped.await;
         },
     ));
-    let stop_outputs = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let outputs = start_outputs(
         &cfg,
-        open()?,
+        outputs_store,
         &compliance,
         &metrics_for_outputs,
         &stop_outputs,
     )?;
     let engine = start_response(
         &cfg,
-        open()?,
+        engine_store,
         &live_for_response,
         &compliance,
         &stop_outputs,
@@ -116,7 +173,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     let retention = tokio::spawn(retention(store, cfg.retention_hours, node.clone()));
     let beat_metrics = metrics_for_outputs.clone();
     let heartbeat = Membership {
-        store: open()?,
+        store: beat_store,
         node: node.clone(),
         agent_addr: endpoint.local_addr()?.to_string(),
         api_addr: cfg.api.listen.to_string(),
@@ -138,7 +195,12 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
     endpoint.wait_idle().await;
     stop_outputs.store(true, std::sync::atomic::Ordering::Relaxed);
     compliance.outbox.notify();
-    for t in outputs.into_iter().chain(engine).chain([heartbeat]) {
+    let threads = outputs
+        .into_iter()
+        .chain(engine)
+        .chain([heartbeat])
+        .chain(cluster_threads);
+    for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     Ok(())

@@ -34,9 +34,6 @@ pub struct ClusterConfig {
     /// A file holding the PostgreSQL password, so it need not be in the URL (nor in this
     /// file); empty: none (or the one in the URL).
     pub postgres_password_file: PathBuf,
-    /// Connections this node opens to PostgreSQL at most (the store's roles: API, ingest,
-    /// workers, outputs, playbooks, coordination).
-    pub postgres_max_connections: u32,
     /// Kafka brokers of the flow stream between ingest and workers, `host:port` each.
     pub kafka_brokers: Vec<String>,
     /// Topic every ingest node appends agent batches to, keyed by agent id.
@@ -63,7 +60,6 @@ impl Default for ClusterConfig {
             node_name: String::new(),
             postgres_url: String::new(),
             postgres_password_file: PathBuf::new(),
-            postgres_max_connections: 16,
             kafka_brokers: Vec::new(),
             flows_topic: "cordon.flows".into(),
             flows_partitions: 12,
@@ -87,7 +83,6 @@ impl fmt::Debug for ClusterConfig {
             .field("node_name", &self.node_name)
             .field("postgres_url", &redact_url(&self.postgres_url))
             .field("postgres_password_file", &self.postgres_password_file)
-            .field("postgres_max_connections", &self.postgres_max_connections)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("flows_topic", &self.flows_topic)
             .field("flows_partitions", &self.flows_partitions)
@@ -170,9 +165,6 @@ impl ClusterConfig {
                 format!("{}: {e}", redact_url(&self.postgres_url)),
             )
         })?;
-        if !(2..=1000).contains(&self.postgres_max_connections) {
-            return Err(bad("postgres_max_connections", "must be 2 to 1000"));
-        }
         if self.kafka_brokers.is_empty() {
             return Err(bad(
                 "kafka_brokers",
@@ -300,13 +292,6 @@ mod tests {
                     ..valid()
                 },
                 "cluster.kafka_properties.group.id",
-            ),
-            (
-                ClusterConfig {
-                    postgres_max_connections: 1,
-                    ..valid()
-                },
-                "cluster.postgres_max_connections",
             ),
         ];
         for (c, field) in cases {

@@ -11,7 +11,10 @@
 //!   engine's intake runs on one node at a time, and claims of playbook runs.
 pub mod config;
 pub mod flowlog;
+pub mod listen;
 pub mod membership;
+pub mod node;
+pub mod worker;
 
 use std::time::Duration;
 

@@ -196,6 +196,31 @@ pub(crate) struct Conn {
     last_used: Instant,
 }
 
+/// Drops a client where that is allowed: closing it runs the blocking client's own small
+/// runtime, which must not happen on a thread that drives a tokio runtime (a store or
+/// listener that ends up dropped in async code would panic), so there it is closed on a
+/// short-lived thread of its own.
+pub(crate) fn close(client: Client) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let spawned = std::thread::Builder::new()
+            .name("cordon-pg-close".into())
+            .spawn(move || drop(client));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "closing a PostgreSQL connection failed");
+        }
+    } else {
+        drop(client);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            close(c);
+        }
+    }
+}
+
 impl Conn {
     /// Connects now (an error if PostgreSQL cannot be reached).
     pub(crate) fn open(cfg: &PgConfig) -> Result<Self, StoreError> {

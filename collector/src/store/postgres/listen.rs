@@ -53,6 +53,14 @@ pub struct PgListener {
     client: Option<Client>,
 }
 
+impl Drop for PgListener {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            conn::close(c);
+        }
+    }
+}
+
 impl PgListener {
     /// Connects (its own connection) and listens on `channels`.
     pub fn connect(cfg: &PgConfig, channels: &[&str]) -> Result<Self, StoreError> {
