@@ -35,6 +35,12 @@ struct Opened {
 }
 
 fn open_all(cfg: &CollectorConfig, at: &Location) -> anyhow::Result<Opened> {
+    if let Location::Sqlite(db) = at
+        && let Some(dir) = db.parent()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
     let open = || {
         at.open()
             .map(|s| Arc::new(Mutex::new(s)))

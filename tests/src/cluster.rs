@@ -142,22 +142,10 @@ impl Cluster {
         self.fleet.run(&self.fleet.collector_ns, &cmd)
     }
 
-    /// `cordon ARGS`, which must succeed; with `--json`, parsed (JSON lines for `flows`
-    /// and `alerts` become an array).
+    /// `cordon ARGS`, which must succeed; with `--json`, parsed ([`cli_value`]).
     pub fn cordon(&self, args: &[&str]) -> Value {
         let out = ok(self.cordon_raw(args), &format!("cordon {args:?}"));
-        let lines = matches!(args.first(), Some(&"flows") | Some(&"alerts"));
-        if args.contains(&"--json") && lines {
-            Value::Array(
-                out.lines()
-                    .map(|l| serde_json::from_str(l).expect("JSON line"))
-                    .collect(),
-            )
-        } else if args.contains(&"--json") {
-            serde_json::from_str(&out).expect("JSON")
-        } else {
-            Value::String(out)
-        }
+        cli_value(args, out)
     }
 
     pub fn agent_dir(&self, h: &FleetHost) -> PathBuf {
@@ -244,6 +232,23 @@ impl Cluster {
         );
         wait_for(&log, "connected to the collector", Duration::from_secs(30));
         (pid, log)
+    }
+}
+
+/// What `cordon ARGS` printed: with `--json`, parsed (JSON lines for `flows` and `alerts`
+/// become an array); otherwise the text.
+pub fn cli_value(args: &[&str], out: String) -> Value {
+    let lines = matches!(args.first(), Some(&"flows") | Some(&"alerts"));
+    if args.contains(&"--json") && lines {
+        Value::Array(
+            out.lines()
+                .map(|l| serde_json::from_str(l).expect("JSON line"))
+                .collect(),
+        )
+    } else if args.contains(&"--json") {
+        serde_json::from_str(&out).expect("JSON")
+    } else {
+        Value::String(out)
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     agent::{agent_bin, cli_bin, collector_bin},
-    cluster::{agent_toml, ok},
+    cluster::{agent_toml, cli_value, ok},
     fleet::{Fleet, FleetHost},
     in_netns,
     kafka_broker::Broker,
@@ -64,6 +64,15 @@ impl ClusterLab {
         node_extra: impl Fn(usize) -> String,
         cluster_extra: impl Fn(usize) -> String,
     ) -> ClusterLab {
+        let mut lab = Self::prepare(name, hosts, nodes);
+        lab.configure(node_extra, cluster_extra);
+        lab
+    }
+
+    /// The namespaces, PostgreSQL and the broker, and the nodes' addresses; their configs
+    /// are written by [`configure`](Self::configure) (after, say, stand-ins were started
+    /// in the bridge namespace).
+    pub fn prepare(name: &str, hosts: usize, nodes: usize) -> ClusterLab {
         let fleet = Fleet::new(hosts);
         let dir = workspace()
             .join("target/lab-logs")
@@ -75,13 +84,6 @@ impl ClusterLab {
         let pg = PgServer::start_in(&["nsenter", &nsenter], "127.0.0.1", 55432);
         let db = pg.database();
         let broker = in_netns(&ns, Broker::start);
-        let pw_file = dir.join("pg.password");
-        fs::write(&pw_file, db.password.clone().unwrap_or_default()).expect("password file");
-        fs::set_permissions(
-            &pw_file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("chmod the password file");
         let mut list = Vec::new();
         for i in 0..nodes {
             let ip = format!("10.231.1.{}", 101 + i);
@@ -95,36 +97,14 @@ impl ClusterLab {
                 "dev",
                 "br0",
             ]);
-            let n = LabNode {
+            list.push(LabNode {
                 name: format!("n{}", i + 1),
                 api: format!("http://127.0.0.1:{}", 7481 + i),
                 cfg: dir.join(format!("n{}.toml", i + 1)),
                 ip,
                 pid: None,
                 starts: 0,
-            };
-            fs::write(
-                &n.cfg,
-                format!(
-                    "listen = \"{ip}:{AGENT_PORT}\"\ndata_dir = \"{data}\"\n\
-                     server_names = [\"{ip}\"]\n{extra}\n\
-                     [api]\nlisten = \"127.0.0.1:{api}\"\n\
-                     [cluster]\nnode_name = \"{name}\"\npostgres_url = \"{url}\"\n\
-                     postgres_password_file = \"{pw}\"\nkafka_brokers = [\"{kafka}\"]\n\
-                     flows_partitions = {PARTITIONS}\nflows_replication = 1\n{cextra}\n",
-                    ip = n.ip,
-                    data = dir.join(&n.name).display(),
-                    extra = node_extra(i),
-                    api = 7481 + i,
-                    name = n.name,
-                    url = db.url,
-                    pw = pw_file.display(),
-                    kafka = broker.bootstrap(),
-                    cextra = cluster_extra(i),
-                ),
-            )
-            .expect("node config");
-            list.push(n);
+            });
         }
         ClusterLab {
             fleet,
@@ -136,6 +116,45 @@ impl ClusterLab {
             nodes: list,
             admin_token: dir.join("admin.token"),
             fingerprint: String::new(),
+        }
+    }
+
+    /// Writes every node's config: `node_extra(i)` before `[api]`, `cluster_extra(i)` in
+    /// `[cluster]`.
+    pub fn configure(
+        &mut self,
+        node_extra: impl Fn(usize) -> String,
+        cluster_extra: impl Fn(usize) -> String,
+    ) {
+        let pw_file = self.dir.join("pg.password");
+        fs::write(&pw_file, &self.pg_password).expect("password file");
+        fs::set_permissions(
+            &pw_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod the password file");
+        for (i, n) in self.nodes.iter().enumerate() {
+            fs::write(
+                &n.cfg,
+                format!(
+                    "listen = \"{ip}:{AGENT_PORT}\"\ndata_dir = \"{data}\"\n\
+                     server_names = [\"{ip}\"]\n{extra}\n\
+                     [api]\nlisten = \"127.0.0.1:{api}\"\n\
+                     [cluster]\nnode_name = \"{name}\"\npostgres_url = \"{url}\"\n\
+                     postgres_password_file = \"{pw}\"\nkafka_brokers = [\"{kafka}\"]\n\
+                     flows_partitions = {PARTITIONS}\nflows_replication = 1\n{cextra}\n",
+                    ip = n.ip,
+                    data = self.dir.join(&n.name).display(),
+                    extra = node_extra(i),
+                    api = 7481 + i,
+                    name = n.name,
+                    url = self.pg_url,
+                    pw = pw_file.display(),
+                    kafka = self.broker.bootstrap(),
+                    cextra = cluster_extra(i),
+                ),
+            )
+            .expect("node config");
         }
     }
 
@@ -234,10 +253,18 @@ impl ClusterLab {
         self.fleet.run(&self.fleet.collector_ns, &cmd)
     }
 
-    /// `cordon ARGS --json` against node `i`, which must succeed, parsed.
+    /// `cordon ARGS` against node `i`, which must succeed; with `--json`, parsed (as
+    /// [`cli_value`] does).
     pub fn cordon(&self, i: usize, args: &[&str]) -> Value {
         let out = ok(self.cordon_raw(i, args), &format!("cordon {args:?}"));
-        serde_json::from_str(&out).unwrap_or(Value::String(out))
+        cli_value(args, out)
+    }
+
+    /// The first node that runs now.
+    pub fn live_node(&self) -> usize {
+        (0..self.nodes.len())
+            .find(|i| self.nodes[*i].pid.is_some())
+            .expect("a live node")
     }
 
     /// Every node's agent address, as agents list them.
@@ -260,8 +287,12 @@ impl ClusterLab {
     }
 
     /// Writes each host's agent config (every node listed) and enrolls it through node
-    /// `via` with one join token made on node 0.
+    /// `via` with one join token made on node 0; `enforcer` as in [`agent_toml`].
     pub fn enroll_all(&self, via: usize) {
+        self.enroll_all_with(via, "backend = \"nftables\"\n");
+    }
+
+    pub fn enroll_all_with(&self, via: usize, enforcer: &str) {
         let n = self.fleet.hosts.len().to_string();
         let join = self.cordon(0, &["token", "create", "--enroll", "--uses", &n, "--json"]);
         let join_file = self.dir.join("join.token");
@@ -272,11 +303,8 @@ impl ClusterLab {
         for h in &self.fleet.hosts {
             let d = self.agent_dir(h);
             fs::create_dir_all(&d).expect("agent dir");
-            fs::write(
-                self.agent_cfg(h),
-                agent_toml(h, &d, &collectors, "backend = \"nftables\"\n"),
-            )
-            .expect("agent config");
+            fs::write(self.agent_cfg(h), agent_toml(h, &d, &collectors, enforcer))
+                .expect("agent config");
             let out = ok(
                 self.fleet.run(
                     &h.ns,

@@ -20,6 +20,7 @@ use std::{
 pub mod agent;
 pub mod cluster;
 pub mod cluster_lab;
+pub mod deploy;
 pub mod fleet;
 pub mod hec_standin;
 pub mod kafka_broker;

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::{
     cluster::{Cluster, stop_agent},
+    cluster_lab::ClusterLab,
+    deploy::Deploy,
     fleet::FleetHost,
     hec_standin::HecStandin,
     in_netns,
@@ -24,19 +26,94 @@ rules:\n  - name: app-to-web\n    consumer: app\n    provider: web\n    ports: [
 catch_all:\n  - action: deny\n    severity: HIGH\n";
 
 pub struct ResponseLab {
-    pub c: Cluster,
+    pub c: Deploy,
     pub hec: HecStandin,
     pub duo: DuoStandin,
     pub snow: ServiceNowStandin,
     pub smtp: SmtpSink,
-    pub broker: Broker,
+    /// The broker of a single collector's lab (a cluster lab has its own, `c.nodes().broker`).
+    broker: Option<Broker>,
     pub agents: Vec<(u32, PathBuf)>,
     playbooks: PathBuf,
 }
 
+/// The stand-ins a response lab needs, in the collector's namespace.
+type Standins = (HecStandin, DuoStandin, ServiceNowStandin, SmtpSink);
+
+const DUO: (&str, &str, &str) = (
+    "DILABLABLABLABLABLA0",
+    "lab-duo-secret-key-0123456789abcdefghij",
+    "api-lab.duosecurity.com",
+);
+
+fn start_standins(ns: &str) -> Standins {
+    in_netns(ns, || {
+        (
+            HecStandin::start("lab-hec-token", true),
+            DuoStandin::start(DUO.0, DUO.1, DUO.2),
+            ServiceNowStandin::start("cordon", "snow-pass").expect("servicenow stand-in"),
+            SmtpSink::start().expect("smtp sink"),
+        )
+    })
+}
+
+/// The collector config for the response lab: alerts, outputs and, with `response`, the
+/// playbooks and their integrations (the stand-ins).
+fn response_config(
+    s: &Standins,
+    kafka: &str,
+    playbooks: &std::path::Path,
+    response: bool,
+) -> String {
+    let (ikey, skey, host) = DUO;
+    let outputs = format!(
+        "[alerts]\nrepublish_secs = 0\n\
+         [outputs.hec]\nurl = \"{hec}\"\ntoken = \"lab-hec-token\"\nuse_ack = true\n\
+         [outputs.kafka]\nbrokers = [\"{kafka}\"]\n",
+        hec = s.0.url(),
+    );
+    if !response {
+        return outputs;
+    }
+    outputs
+        + &format!(
+            "[response]\nplaybook_dir = \"{pb}\"\n\
+         [response.duo]\napi_host = \"{host}\"\nbase_url = \"{duo}\"\n\
+         ikey = \"{ikey}\"\nskey = \"{skey}\"\n\
+         [response.servicenow]\ninstance_url = \"{snow}\"\n\
+         auth = {{ type = \"basic\", username = \"cordon\", password = \"snow-pass\" }}\n\
+         [response.email]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\n\
+         from = \"cordon@lab.test\"\nto = [\"soc@lab.test\"]\n",
+            duo = s.1.url(),
+            snow = s.2.url(),
+            smtp = s.3.addr().port(),
+            pb = playbooks.display(),
+        )
+}
+
+/// How the nodes of a cluster lab share the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roles {
+    /// Every node does everything.
+    Uniform,
+    /// The first node stores and judges flows (the only worker) and runs no playbooks;
+    /// the others run the playbooks and store nothing: an alert is raised on one node and
+    /// its playbook's steps run on another.
+    Split,
+}
+
 impl ResponseLab {
-    /// Everything up and the policy published.
+    /// Everything up on one collector, and the policy published.
     pub fn start(name: &str) -> ResponseLab {
+        Self::start_on(name, None)
+    }
+
+    /// Everything up on a cluster of `nodes` collector nodes, and the policy published.
+    pub fn start_cluster(name: &str, nodes: usize, roles: Roles) -> ResponseLab {
+        Self::start_on(name, Some((nodes, roles)))
+    }
+
+    fn start_on(name: &str, nodes: Option<(usize, Roles)>) -> ResponseLab {
         let playbooks = workspace()
             .join("target/lab-logs")
             .join(format!("{name}-playbooks-{}", std::process::id()));
@@ -47,62 +124,59 @@ impl ResponseLab {
             playbooks.join("isolate-on-violation.yaml"),
         )
         .expect("the shipped playbook");
-        let (ikey, skey, host) = (
-            "DILABLABLABLABLABLA0",
-            "lab-duo-secret-key-0123456789abcdefghij",
-            "api-lab.duosecurity.com",
-        );
-        let mut stand = None;
-        let c = Cluster::start_with(name, 2, |fleet| {
-            let s = in_netns(&fleet.collector_ns, || {
-                (
-                    HecStandin::start("lab-hec-token", true),
-                    DuoStandin::start(ikey, skey, host),
-                    ServiceNowStandin::start("cordon", "snow-pass").expect("servicenow stand-in"),
-                    SmtpSink::start().expect("smtp sink"),
-                    Broker::start(),
-                )
-            });
-            let extra = format!(
-                "[alerts]\nrepublish_secs = 0\n\
-                 [outputs.hec]\nurl = \"{hec}\"\ntoken = \"lab-hec-token\"\nuse_ack = true\n\
-                 [outputs.kafka]\nbrokers = [\"{kafka}\"]\n\
-                 [response]\nplaybook_dir = \"{pb}\"\n\
-                 [response.duo]\napi_host = \"{host}\"\nbase_url = \"{duo}\"\n\
-                 ikey = \"{ikey}\"\nskey = \"{skey}\"\n\
-                 [response.servicenow]\ninstance_url = \"{snow}\"\n\
-                 auth = {{ type = \"basic\", username = \"cordon\", password = \"snow-pass\" }}\n\
-                 [response.email]\nhost = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\n\
-                 from = \"cordon@lab.test\"\nto = [\"soc@lab.test\"]\n",
-                hec = s.0.url(),
-                duo = s.1.url(),
-                snow = s.2.url(),
-                smtp = s.3.addr().port(),
-                kafka = s.4.bootstrap(),
-                pb = playbooks.display(),
-            );
-            stand = Some(s);
-            extra
-        });
-        let (hec, duo, snow, smtp, broker) = stand.expect("stand-ins");
-        c.enroll_all();
+        let (c, stand, broker) = match nodes {
+            None => {
+                let mut stand = None;
+                let mut broker = None;
+                let c = Cluster::start_with(name, 2, |fleet| {
+                    let s = start_standins(&fleet.collector_ns);
+                    let b = in_netns(&fleet.collector_ns, Broker::start);
+                    let extra = response_config(&s, &b.bootstrap(), &playbooks, true);
+                    stand = Some(s);
+                    broker = Some(b);
+                    extra
+                });
+                c.enroll_all();
+                (Deploy::One(Box::new(c)), stand.expect("stand-ins"), broker)
+            }
+            Some((n, roles)) => {
+                let mut lab = ClusterLab::prepare(name, 2, n);
+                let s = start_standins(&lab.fleet.collector_ns);
+                let kafka = lab.broker.bootstrap();
+                let split = roles == Roles::Split;
+                lab.configure(
+                    |i| response_config(&s, &kafka, &playbooks, !split || i > 0),
+                    |i| {
+                        if split && i > 0 {
+                            "worker = false\n".into()
+                        } else {
+                            String::new()
+                        }
+                    },
+                );
+                lab.start_all();
+                lab.enroll_all(0);
+                (Deploy::Nodes(Box::new(lab)), s, None)
+            }
+        };
+        let (hec, duo, snow, smtp) = stand;
         let agents = ["h1", "h2"]
             .iter()
-            .map(|h| c.start_agent(c.fleet.host(h), 1))
+            .map(|h| c.start_agent(c.fleet().host(h), 1))
             .collect();
-        let h1 = c.fleet.host("h1");
+        let h1 = c.fleet().host("h1");
         let py = servers_py();
         for port in ["8080", "9090"] {
-            c.fleet.start_server(
+            c.fleet().start_server(
                 &h1.ns,
                 Some(&h1.cgroup),
                 &["python3", &py, "tcp-serve", &h1.ip, port],
-                &c.dir.join(format!("server-{port}.log")),
+                &c.dir().join(format!("server-{port}.log")),
             );
         }
         c.cordon(&["hosts", "label", "h1", "role=web"]);
         c.cordon(&["hosts", "label", "h2", "role=app"]);
-        let file = c.dir.join("policy.yaml");
+        let file = c.dir().join("policy.yaml");
         std::fs::write(&file, POLICY).expect("policy");
         c.cordon(&["policy", "apply", &file.to_string_lossy()]);
         c.cordon(&["policy", "publish", "1"]);
@@ -118,17 +192,26 @@ impl ResponseLab {
         }
     }
 
+    /// The broker the alerts go to.
+    pub fn broker(&self) -> &Broker {
+        match (&self.broker, &self.c) {
+            (Some(b), _) => b,
+            (None, Deploy::Nodes(l)) => &l.broker,
+            (None, Deploy::One(_)) => unreachable!("a single collector's lab has its broker"),
+        }
+    }
+
     pub fn h1(&self) -> &FleetHost {
-        self.c.fleet.host("h1")
+        self.c.fleet().host("h1")
     }
 
     pub fn h2(&self) -> &FleetHost {
-        self.c.fleet.host("h2")
+        self.c.fleet().host("h2")
     }
 
     /// `exe` (curl or a copy) in `from`'s namespace and cgroup, to `to`:`port`.
     pub fn connect(&self, from: &FleetHost, to: &FleetHost, port: u16, exe: &str) -> bool {
-        self.c.fleet.http_get(from, to, port, exe)
+        self.c.fleet().http_get(from, to, port, exe)
     }
 
     /// The run for h2's alert about `port`.

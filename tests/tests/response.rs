@@ -9,13 +9,20 @@
 //! 2. Deny: another violation, the push is denied → no isolation, the incident records it.
 //! 3. The collector is killed while a push waits for an answer and started again; the
 //!    answer comes → the run completes once: one push, one isolation, one incident.
+//!
+//! The same scenario runs on a cluster of three nodes where one node is the only worker
+//! (the alerts are raised there) and the other two run the playbooks: in step 3 the node
+//! whose engine sent the push is killed, and the other one completes the run — each step
+//! once, each alert once on Kafka.
 use std::time::{Duration, Instant};
 
 use cordon_connectors::standin::duo::Behaviour;
 use cordon_tests::{
+    cluster_lab::log_text,
+    deploy::Deploy,
     in_netns,
     kafka_broker::ALERTS_TOPIC,
-    response_lab::{ANALYST, ResponseLab},
+    response_lab::{ANALYST, ResponseLab, Roles},
     wait_until,
 };
 use serde_json::Value;
@@ -34,9 +41,85 @@ fn pushes(lab: &ResponseLab) -> usize {
         .count()
 }
 
+/// Messages on the alerts topic about h2's flows to `port`.
+fn alerts_on_kafka(lab: &ResponseLab, port: u16) -> usize {
+    in_netns(&lab.c.fleet().collector_ns, || {
+        lab.broker()
+            .consume(ALERTS_TOPIC, usize::MAX, Duration::from_secs(1))
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Value>(&v).ok())
+            .filter(|e| {
+                let d = &e["event"]["alert_details_json"];
+                d["host"]["name"] == "h2" && d["flow"]["remote_port"] == port
+            })
+            .count()
+    })
+}
+
+/// The run's steps in order, as stored: each must be there once.
+fn steps_once(lab: &ResponseLab, run: &Value) {
+    let id = run["id"].to_string();
+    let shown = lab.c.cordon(&["run", "show", &id, "--json"]);
+    let steps: Vec<String> = shown["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["state"] == "done")
+        .map(|s| s["step"].as_str().unwrap_or("").to_string())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &steps {
+        assert!(seen.insert(s), "step {s} done twice: {steps:?}");
+    }
+}
+
 #[test]
 fn the_reference_scenario_runs_end_to_end() {
-    let mut lab = ResponseLab::start("response");
+    reference_scenario(ResponseLab::start("response"));
+}
+
+#[test]
+fn the_reference_scenario_runs_on_a_cluster_whose_engine_node_dies_mid_run() {
+    reference_scenario(ResponseLab::start_cluster(
+        "response-cluster",
+        3,
+        Roles::Split,
+    ));
+}
+
+/// Kills the collector whose engine sent the push of the run for `port` (on one
+/// collector: kills it and starts it again).
+fn crash_engine(lab: &mut ResponseLab, port: u16) {
+    let run = lab.run_for(port).expect("the run");
+    let needle = format!("run={} ", run["id"]);
+    match &mut lab.c {
+        Deploy::One(c) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &c.collector_pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(300));
+            let (pid, _log) = c.start_collector(2);
+            c.collector_pid = pid;
+        }
+        Deploy::Nodes(l) => {
+            let pushed = (0..l.nodes.len())
+                .find(|i| {
+                    log_text(&l.node_log(*i))
+                        .lines()
+                        .any(|x| x.contains("Duo push sent") && x.contains(&needle))
+                })
+                .expect("the node that sent the push");
+            assert_ne!(pushed, 0, "node 0 runs no playbooks");
+            eprintln!(
+                "killing {}, whose engine sent the push",
+                l.nodes[pushed].name
+            );
+            l.kill_node(pushed);
+        }
+    }
+}
+
+fn reference_scenario(mut lab: ResponseLab) {
     let (h1, h2) = (lab.h1().clone(), lab.h2().clone());
     let (h1, h2) = (&h1, &h2);
     assert!(
@@ -48,9 +131,9 @@ fn the_reference_scenario_runs_end_to_end() {
     lab.duo.set_user(ANALYST, Behaviour::ApproveAfter(1));
     let start = Instant::now();
     assert!(lab.connect(h2, h1, 9090, "curl"));
-    let key = in_netns(&lab.c.fleet.collector_ns, || {
+    let key = in_netns(&lab.c.fleet().collector_ns, || {
         wait_until("h2's alert on Kafka", Duration::from_secs(20), || {
-            lab.broker
+            lab.broker()
                 .consume(ALERTS_TOPIC, usize::MAX, Duration::from_secs(1))
                 .into_iter()
                 .filter_map(|(_, v)| serde_json::from_slice::<Value>(&v).ok())
@@ -152,12 +235,7 @@ fn the_reference_scenario_runs_end_to_end() {
     wait_until("the push", Duration::from_secs(20), || {
         (pushes(&lab) > before).then_some(())
     });
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &lab.c.collector_pid.to_string()])
-        .status();
-    std::thread::sleep(Duration::from_millis(300));
-    let (pid, _log) = lab.c.start_collector(2);
-    lab.c.collector_pid = pid;
+    crash_engine(&mut lab, 9092);
     assert_eq!(lab.duo.answer_pending(true), 1, "one push was waiting");
     let run = lab.wait_step(9092, Some("ask-release"), 40);
     assert_eq!(run["context"]["outcome"], "approved");
@@ -170,7 +248,15 @@ fn the_reference_scenario_runs_end_to_end() {
     assert!(!lab.connect(h2, h1, 8080, "curl"));
     assert_eq!(lab.snow.incidents().len(), 3);
     lab.approve_release(&run);
-    lab.wait_step(9092, None, 30);
+    let done = lab.wait_step(9092, None, 30);
     assert!(lab.connect(h2, h1, 8080, "curl"), "released");
+    steps_once(&lab, &done);
+    for port in [9090, 9091, 9092] {
+        assert_eq!(
+            alerts_on_kafka(&lab, port),
+            1,
+            "the alert about :{port} once"
+        );
+    }
     lab.stop();
 }

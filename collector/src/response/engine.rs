@@ -207,7 +207,7 @@ impl Engine {
                 } else {
                     Next::Step(&next)
                 };
-                tracing::info!(run = run.id, step = %step_id, kind, next = %next, "playbook step done");
+                tracing::info!(run = run.id, step = %step_id, kind, next = %next, node = %self.node, "playbook step done");
                 self.with_store(|s| s.finish_step(&run, &rec, &ctx, to, now))
             }
             Outcome::Park { wake_ns } => {
@@ -527,6 +527,7 @@ impl Engine {
                     ];
                     match self.integrations.duo_push(user, &info) {
                         Ok(txid) => {
+                            tracing::info!(run = run.id, approval = approval.id, node = %self.node, "Duo push sent");
                             if let Err(e) = self.with_store(|s| s.set_duo_txid(approval.id, &txid))
                             {
                                 return Outcome::Retry(e);

@@ -4,14 +4,19 @@
 //! Duo (it approves), ServiceNow and an SMTP server, all inside the collector's namespace
 //! (`cordon_tests::response_lab`). The shipped playbook `isolate-on-violation` does the
 //! rest. Everything is torn down at the end (also on failure); no traffic leaves the lab.
+//!
+//! `cordon-demo --cluster` (`make demo-cluster`) plays the same scenario on a cluster of
+//! three collector nodes on PostgreSQL and Kafka, and kills the node h2's agent is
+//! connected to just before the attack: the agent fails over, and the alert, the Duo
+//! push, the isolation and the incident follow as on one collector.
 use std::time::{Duration, Instant};
 
 use cordon_connectors::standin::duo::Behaviour;
 use cordon_tests::{
-    cluster::Cluster,
+    deploy::Deploy,
     in_netns,
     kafka_broker::ALERTS_TOPIC,
-    response_lab::{ANALYST, POLICY, ResponseLab},
+    response_lab::{ANALYST, POLICY, ResponseLab, Roles},
     wait_until,
 };
 use serde_json::Value;
@@ -26,25 +31,67 @@ fn show(v: &str) {
     }
 }
 
-fn cli(c: &Cluster, args: &[&str]) {
+fn cli(c: &Deploy, args: &[&str]) {
     println!("    $ cordon {}", args.join(" "));
     show(c.cordon(args).as_str().unwrap_or_default());
 }
 
+/// Kills the node h2's agent is on; returns its index once h2 is on another node.
+fn kill_h2s_node(lab: &mut ResponseLab) -> usize {
+    let nodes = lab.c.nodes_mut();
+    let via = nodes.live_node();
+    let on = nodes
+        .placement(via)
+        .into_iter()
+        .find(|(h, _)| h == "h2")
+        .map(|(_, n)| n)
+        .expect("h2 on a node");
+    let i = nodes
+        .nodes
+        .iter()
+        .position(|n| n.name == on)
+        .expect("that node");
+    println!("    $ kill -9 <{on}>   (h2's agent is connected to it)");
+    let t = Instant::now();
+    nodes.kill_node(i);
+    let via = nodes.live_node();
+    let moved = wait_until("h2 on another node", Duration::from_secs(30), || {
+        nodes
+            .placement(via)
+            .into_iter()
+            .find(|(h, n)| h == "h2" && *n != on)
+            .map(|(_, n)| n)
+    });
+    println!(
+        "    h2's agent reconnected to {moved} {:.1} s after the kill, from its spool: nothing lost",
+        t.elapsed().as_secs_f64()
+    );
+    i
+}
+
 fn main() {
     let t0 = Instant::now();
-    say(
-        "A lab of network namespaces: a collector, h1 (web) and h2 (app), each with its agent; a Kafka broker and stand-ins for Splunk HEC, Duo, ServiceNow and SMTP next to the collector",
-    );
-    let mut lab = ResponseLab::start("demo");
+    let clustered = std::env::args().any(|a| a == "--cluster");
+    let mut lab = if clustered {
+        say(
+            "A lab of network namespaces: a collector cluster of three nodes (n1, n2, n3) on PostgreSQL and Kafka, h1 (web) and h2 (app) each with its agent knowing all three nodes; stand-ins for Splunk HEC, Duo, ServiceNow and SMTP",
+        );
+        ResponseLab::start_cluster("demo-cluster", 3, Roles::Uniform)
+    } else {
+        say(
+            "A lab of network namespaces: a collector, h1 (web) and h2 (app), each with its agent; a Kafka broker and stand-ins for Splunk HEC, Duo, ServiceNow and SMTP next to the collector",
+        );
+        ResponseLab::start("demo")
+    };
     lab.duo.set_user(ANALYST, Behaviour::ApproveAfter(1));
-    let (c, h1, h2) = (&lab.c, lab.h1(), lab.h2());
-    println!(
-        "    collector log: {}",
-        c.dir.join("collector-1.err").display()
-    );
+    println!("    logs: {}", lab.c.dir().display());
     println!("    agents enrolled over the network with a join token; mTLS from then on");
-    cli(c, &["hosts"]);
+    cli(&lab.c, &["hosts"]);
+    if clustered {
+        cli(&lab.c, &["cluster", "status"]);
+    }
+    let (h1, h2) = (lab.h1().clone(), lab.h2().clone());
+    let (h1, h2) = (&h1, &h2);
 
     say(
         "The policy people approved (published), and the playbook packaging/playbooks/isolate-on-violation.yaml",
@@ -55,7 +102,7 @@ fn main() {
     assert!(lab.connect(h2, h1, 8080, "curl"), "app -> web");
     std::thread::sleep(Duration::from_millis(800));
     cli(
-        c,
+        &lab.c,
         &[
             "flows",
             "--host",
@@ -67,16 +114,24 @@ fn main() {
         ],
     );
 
+    let killed = clustered.then(|| {
+        say("A collector node dies: kill -9 of the node h2's agent is connected to");
+        let i = kill_h2s_node(&mut lab);
+        cli(&lab.c, &["cluster", "status"]);
+        i
+    });
+
     say("An attacker's program on h2 ('exfil', a copy of curl) reaches the admin port h1:9090");
-    let exfil = c.dir.join("exfil");
+    let c = &lab.c;
+    let exfil = c.dir().join("exfil");
     std::fs::copy("/usr/bin/curl", &exfil).expect("copy curl");
     let started = Instant::now();
     assert!(lab.connect(h2, h1, 9090, &exfil.to_string_lossy()));
 
     say("The alert on Kafka (topic cordon.alerts, key = key_id, value = the HEC envelope)");
-    let alert = in_netns(&c.fleet.collector_ns, || {
+    let alert = in_netns(&c.fleet().collector_ns, || {
         wait_until("the alert on Kafka", Duration::from_secs(20), || {
-            lab.broker
+            lab.broker()
                 .consume(ALERTS_TOPIC, usize::MAX, Duration::from_secs(1))
                 .into_iter()
                 .filter_map(|(_, v)| serde_json::from_slice::<Value>(&v).ok())
@@ -140,6 +195,16 @@ fn main() {
         println!("    mail to {:?}: {subject}", m.to);
     }
     cli(c, &["runs"]);
+
+    if let Some(i) = killed {
+        say("The dead node comes back and rejoins the cluster");
+        let nodes = lab.c.nodes_mut();
+        nodes.spawn_node(i);
+        nodes.wait_node(i);
+        std::thread::sleep(Duration::from_secs(2));
+        cli(&lab.c, &["cluster", "status"]);
+    }
+    let c = &lab.c;
 
     say("The analyst cleans h2 and approves the release on the console");
     lab.approve_release(&run);
