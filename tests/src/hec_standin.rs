@@ -359,6 +359,19 @@ fn parse_events(raw: &[u8]) -> Result<Vec<Value>, (StatusCode, Value)> {
             Some(e) if blank(e) => return Err(invalid("Event field cannot be blank", 13)),
             Some(_) => {}
         }
+        // Indexed fields: a flat object of strings, numbers or arrays of them.
+        if let Some(f) = obj.get("fields") {
+            let flat = f.as_object().is_some_and(|m| {
+                m.values().all(|v| match v {
+                    Value::String(_) | Value::Number(_) => true,
+                    Value::Array(a) => a.iter().all(|x| x.is_string() || x.is_number()),
+                    _ => false,
+                })
+            });
+            if !flat {
+                return Err(invalid("Error in handling indexed fields", 15));
+            }
+        }
         if let Some(t) = obj.get("time") {
             let numeric = t.is_number() || t.as_str().is_some_and(|s| s.parse::<f64>().is_ok());
             if !numeric {

@@ -181,8 +181,23 @@ fn every_alert_reaches_hec_through_failures_and_a_dispatcher_restart() {
         })
         .collect();
     assert!(after.iter().all(|p| (2000..2030).contains(p)), "{after:?}");
-    // Duplicates: only the events of the one request whose ack was lost.
+    // Duplicates: only the events of the one request whose ack was lost, and each repeat
+    // carries the same delivery id as the first copy (a consumer drops it by that key).
     let dups: usize = counts.values().map(|n| n - 1).sum();
+    let mut ids = std::collections::HashMap::new();
+    for e in hec.events() {
+        let id = e["fields"]["cordon_delivery_id"]
+            .as_str()
+            .expect("every delivery has its id")
+            .to_string();
+        *ids.entry(id).or_insert(0usize) += 1;
+    }
+    assert_eq!(ids.len(), 70, "one delivery id per outbox entry");
+    assert_eq!(
+        ids.values().map(|n| n - 1).sum::<usize>(),
+        dups,
+        "every duplicate repeats a delivery id"
+    );
     let lost_request_events = 4096 / 1200; // at most a few envelopes fit in 4 KiB
     assert!(
         dups <= lost_request_events + 1,

@@ -506,6 +506,17 @@ fn hec_standin_checks_what_hec_checks() {
     assert_eq!(code(raw(&hec, EVENT, &ok, b"")), (400, 5));
     assert_eq!(code(raw(&hec, EVENT, &ok, br#"{"time":1}"#)), (400, 12));
     assert_eq!(code(raw(&hec, EVENT, &ok, br#"{"event":""}"#)), (400, 13));
+    // Indexed fields must be flat.
+    assert_eq!(
+        code(raw(
+            &hec,
+            EVENT,
+            &ok,
+            br#"{"event":"a","fields":{"x":{"y":1}}}"#
+        )),
+        (400, 15)
+    );
+
     assert_eq!(
         code(raw(&hec, EVENT, &ok, br#"{"event":"a","time":"noon"}"#)),
         (400, 6)

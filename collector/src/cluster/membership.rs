@@ -16,8 +16,8 @@ use std::{
 use super::{HEARTBEAT, LEASE_TTL, ns};
 use crate::store::{NodeInfo, Store};
 
-/// A node that has not beaten for this long is reported as down.
-pub const NODE_DEAD_AFTER: Duration = Duration::from_secs(5);
+/// A node that has not beaten for this long (three missed beats) is reported as down.
+pub const NODE_DEAD_AFTER: Duration = Duration::from_secs(3);
 
 /// This node's view of its own health, shared with ingest and the API.
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 //! has accepted them. A retryable failure is retried with exponential backoff (the
 //! outbox keeps everything meanwhile); a permanent one is counted as dead-lettered for
 //! that sink and skipped. At-least-once: after a crash, a batch delivered but not yet
-//! recorded is delivered again (consumers deduplicate by key and alert time).
+//! recorded is delivered again; each delivery carries the outbox entry's id as its
+//! idempotency key ([`with_delivery_id`]), so consumers can drop the repeat.
 //!
 //! Each sink's delivery is one job in a cluster: the thread delivers only while it holds
 //! the lease `output.<sink>` (renewed by the node's heartbeat), so two nodes never send the
@@ -69,6 +70,18 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
         }
         thread::sleep(left.min(Duration::from_millis(100)));
     }
+}
+
+/// The idempotency key of a delivery: the outbox entry's id, the same whichever node
+/// delivers it and however often, as the HEC indexed field `cordon_delivery_id` (so also
+/// in the Kafka message value, plus a header there). A consumer that sees an id again
+/// has a redelivery after a crash between the send and the saved position.
+pub fn with_delivery_id(mut env: super::Envelope, id: i64) -> super::Envelope {
+    if !env.hec["fields"].is_object() {
+        env.hec["fields"] = serde_json::json!({});
+    }
+    env.hec["fields"]["cordon_delivery_id"] = serde_json::Value::from(id.to_string());
+    env
 }
 
 struct Ctx {
@@ -157,7 +170,10 @@ fn run(sink: &mut dyn Sink, ctx: &Ctx) {
             }
             continue;
         };
-        let envelopes: Vec<_> = batch.into_iter().map(|(_, e)| e).collect();
+        let envelopes: Vec<_> = batch
+            .into_iter()
+            .map(|(id, e)| with_delivery_id(e, id))
+            .collect();
         let n = envelopes.len() as u64;
         match sink.deliver(&envelopes) {
             Ok(()) => {

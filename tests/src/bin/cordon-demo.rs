@@ -66,6 +66,22 @@ fn kill_h2s_node(lab: &mut ResponseLab) -> usize {
         "    h2's agent reconnected to {moved} {:.1} s after the kill, from its spool: nothing lost",
         t.elapsed().as_secs_f64()
     );
+    wait_until(
+        "the dead node reported down",
+        Duration::from_secs(30),
+        || {
+            let s = nodes.status(via);
+            s["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["name"] == on.as_str() && n["up"] == false)
+                .then_some(())
+        },
+    );
+    println!(
+        "    {on}'s flow partitions go to the other workers once the consumer group's 6 s session \
+         timeout passes; what was appended meanwhile waits in Kafka, nothing is lost"
+    );
     i
 }
 

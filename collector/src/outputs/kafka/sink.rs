@@ -8,6 +8,7 @@ use rdkafka::{
     ClientContext,
     config::RDKafkaLogLevel,
     error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
     producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext},
 };
 
@@ -97,8 +98,11 @@ impl ProducerContext for Context {
     }
 }
 
+/// The Kafka header carrying a delivery's idempotency key (the outbox entry's id).
+pub const DELIVERY_ID_HEADER: &str = "cordon-delivery-id";
+
 /// Publishes envelopes to `topic`: key = the alert's key_id, value = the HEC event as
-/// JSON. `deliver` returns once every message of the batch has a delivery report.
+/// JSON, header [`DELIVERY_ID_HEADER`]. `deliver` returns once every message of the batch has a delivery report.
 pub struct KafkaSink {
     config: KafkaConfig,
     producer: Option<BaseProducer<Context>>,
@@ -193,10 +197,16 @@ impl KafkaSink {
             r.pending = batch.len();
         }
         for (index, (env, payload)) in batch.iter().zip(&payloads).enumerate() {
-            let mut record =
-                BaseRecord::with_opaque_to(&topic, Box::new(Tag { generation, index }))
-                    .key(env.key.as_str())
-                    .payload(payload.as_slice());
+            let record = BaseRecord::with_opaque_to(&topic, Box::new(Tag { generation, index }))
+                .key(env.key.as_str())
+                .payload(payload.as_slice());
+            let mut record = match env.hec["fields"]["cordon_delivery_id"].as_str() {
+                Some(id) => record.headers(OwnedHeaders::new().insert(Header {
+                    key: DELIVERY_ID_HEADER,
+                    value: Some(id),
+                })),
+                None => record,
+            };
             loop {
                 match producer.send(record) {
                     Ok(()) => {
