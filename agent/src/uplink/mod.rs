@@ -216,10 +216,10 @@ impl Uplink {
         match lost {
             Some(l) if l.from.addr != target.addr => {
                 self.stats.failovers += 1;
-                tracing::info!(from = %l.from, to = %target, after = ?l.at.elapsed(), pending, "failed over to another collector");
+                tracing::info!(from = %l.from, to = %target, after = ?l.at.elapsed(), pending, "connected to the collector, failed over from another");
             }
             Some(l) => {
-                tracing::info!(collector = %target, after = ?l.at.elapsed(), pending, "reconnected to the same collector");
+                tracing::info!(collector = %target, after = ?l.at.elapsed(), pending, "connected to the collector again, the same one");
             }
             None => tracing::info!(collector = %target, pending, "connected to the collector"),
         }
