@@ -11,6 +11,7 @@ use cordon_wire::{Direction, FlowBatch, FlowEvent, FlowRecord, Process, Proto, V
 use super::{Store, postgres::PgConfig, postgres::PgStore};
 
 mod alerts;
+mod bench;
 mod cluster;
 mod commands;
 mod flows;
