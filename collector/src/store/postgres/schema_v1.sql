@@ -142,7 +142,9 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_last ON alerts(last_ns);
 
 -- What the output sinks have to deliver, in order; each sink keeps its position. Ids come
--- from a sequence, so they never go back, also after the outbox was pruned empty.
+-- from a sequence, so they never go back, also after the outbox was pruned empty; writers
+-- hold an advisory lock from their first outbox row to their commit, so ids also become
+-- visible in order (store/postgres/alerts.rs).
 CREATE TABLE alert_outbox (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     key_id     TEXT NOT NULL,
