@@ -1,7 +1,7 @@
 //! A quick measurement, not a timed test: group-commit ingest (`store_batches`) on SQLite
 //! and on PostgreSQL (binary COPY) in the same run, printed as records per second. Groups
 //! look like the ingest writer's: 16 agents' batches of 256 records. The number of
-//! records is `CORDON_BENCH_RECORDS` (default 65,536); run it in release for figures:
+//! records is `CORDON_BENCH_RECORDS` (default 32,768); run it in release for figures:
 //!
 //! `AYA_BUILD_SKIP=1 CORDON_BENCH_RECORDS=1048576 cargo test -p cordon-collector --release
 //!  --lib ingest_rate -- --nocapture`
@@ -70,7 +70,7 @@ fn ingest_rate_of_both_backends() {
     let total: usize = std::env::var("CORDON_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(65_536);
+        .unwrap_or(32_768);
     let sqlite = Fixture::sqlite();
     let mut s = sqlite.open();
     s.set_cache_kib(64 * 1024).expect("cache");
