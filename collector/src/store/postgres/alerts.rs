@@ -1,7 +1,13 @@
 //! The alerts part of the PostgreSQL backend: raising (an upsert on `key_id`, with the
 //! same republish, snooze and mute decisions as SQLite's `raise`), listing, snooze and
 //! mute, and the outbox the output sinks read.
-use ::postgres::{Row, Transaction};
+//!
+//! Outbox ids must become visible in id order: a sink that has read up to id 11 never
+//! looks below it again, so an id 10 committed after 11 would never be delivered. With
+//! one writer (SQLite) that holds by itself; here every transaction that adds to the
+//! outbox first takes a transaction-level advisory lock ([`OutboxLock`]), held until its
+//! commit, so outbox ids are handed out in commit order.
+use ::postgres::{GenericClient, Row, Transaction};
 
 use super::{PgStore, conn::Statements, hosts::rows, json, limit, listen, notify};
 use crate::alerts::{AlertSettings, Violation, envelope};
@@ -25,12 +31,31 @@ const PUBLISH: &str = "WITH queued AS (
 
 const UPDATE_TEXT: &str = "UPDATE alerts SET alert = $2 WHERE key_id = $1";
 
+/// The advisory lock key of outbox writers ("outbox" in ASCII).
+pub(crate) const OUTBOX_LOCK_KEY: i64 = 0x6f75_7462_6f78;
+
+/// Whether the current transaction holds the outbox lock (see the module docs).
+#[derive(Default)]
+pub(super) struct OutboxLock(bool);
+
+impl OutboxLock {
+    /// Takes the lock, once per transaction; it is released at commit or rollback.
+    pub(super) fn take(&mut self, c: &mut impl GenericClient) -> Result<(), StoreError> {
+        if !self.0 {
+            c.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK_KEY])?;
+            self.0 = true;
+        }
+        Ok(())
+    }
+}
+
 /// Raises or updates the alert for `v` inside the caller's transaction, and queues it for
 /// the outputs when it is new or due again (not while snoozed or muted). Returns the
 /// outbox id when it was queued (the caller sends `NOTIFY cordon_outbox`).
 pub(super) fn raise(
     tx: &mut Transaction<'_>,
     st: &mut Statements,
+    lock: &mut OutboxLock,
     host_id: i64,
     v: &Violation<'_>,
     settings: &AlertSettings,
@@ -61,6 +86,7 @@ pub(super) fn raise(
     let text = alert.to_string();
     if due && !quiet {
         let env = envelope(settings, v.host_name, &key, alert, now_ns);
+        lock.take(tx)?;
         let publish = st.get(tx, PUBLISH)?;
         let r = tx.query_one(&publish, &[&key, &env.hec.to_string(), &ns(now_ns), &text])?;
         Ok(Some(r.try_get(0)?))
@@ -134,6 +160,7 @@ impl AlertStore for PgStore {
 
     fn queue_envelope(&mut self, env: &Envelope, now_ns: u64) -> Result<(), StoreError> {
         self.tx(|tx, _| {
+            OutboxLock::default().take(tx)?;
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO alert_outbox (key_id, envelope, created_ns) VALUES ($1, $2, $3)

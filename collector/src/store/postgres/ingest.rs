@@ -6,19 +6,24 @@
 //!    deadlocking). A batch of an unknown agent is refused alone; one whose sequence
 //!    number is not above the host's `last_seq` is a duplicate (also a resend within the
 //!    same group), exactly as on SQLite.
-//! 2. Each new batch's records are judged through the [`Compliance`] callback, in order,
-//!    and each violating flow start raises its alert (`alerts::raise`, the same decisions
-//!    as SQLite's).
+//! 2. Each new batch's records are judged through the [`Compliance`] callback, in order.
 //! 3. All flow rows of the group go in with ONE binary `COPY`; the conversation edges,
 //!    counted per edge in memory, with one `INSERT … SELECT FROM unnest(…) ON CONFLICT
 //!    DO UPDATE`; the hosts' new sequence numbers with one `UPDATE … FROM unnest(…)`.
-//! 4. If alerts were queued for the outputs, `NOTIFY cordon_outbox` (delivered at commit).
+//! 4. Then each violating flow start raises its alert, in record order (`alerts::raise`,
+//!    the same decisions as SQLite's); if one was queued for the outputs, the outbox
+//!    lock is held to the commit and `NOTIFY cordon_outbox` is sent (delivered at
+//!    commit).
 use std::collections::{BTreeMap, HashMap};
 
 use ::postgres::{Transaction, binary_copy::BinaryCopyInWriter, types::ToSql, types::Type};
 use cordon_wire::{Direction, FlowBatch, FlowEvent, FlowRecord};
 
-use super::{conn::Statements, listen, notify, text};
+use super::{
+    alerts::{OutboxLock, raise},
+    conn::Statements,
+    listen, notify, text,
+};
 use crate::store::*;
 
 const LOCK_HOSTS: &str = "SELECT id, agent_id, last_seq, host_name FROM hosts
@@ -83,8 +88,11 @@ struct Host {
 /// One record to copy.
 struct Pending<'a> {
     host_id: i64,
+    agent_id: &'a str,
     record: &'a FlowRecord,
     judged: Option<Judged>,
+    /// A violating flow start: it raises its alert.
+    violates: bool,
 }
 
 /// An edge's key: host, direction, proto, remote address, service port, executable.
@@ -120,7 +128,6 @@ pub(super) fn store_group(
     let mut out = Vec::with_capacity(batches.len());
     let mut pending: Vec<Pending<'_>> = Vec::new();
     let mut edges: BTreeMap<EdgeKey, EdgeCount> = BTreeMap::new();
-    let mut last_outbox: Option<i64> = None;
     for (agent_id, batch) in batches {
         let Some(host) = hosts.get_mut(*agent_id) else {
             out.push(Err(StoreError::UnknownAgent(agent_id.to_string())));
@@ -132,39 +139,18 @@ pub(super) fn store_group(
         }
         for r in &batch.records {
             let judged = compliance.judge.as_mut().and_then(|j| j(agent_id, r));
-            // One alert occurrence per violating flow: counted at its start.
-            if let Some(j) = judged.as_ref().filter(|j| j.verdict != "permitted")
-                && r.event == FlowEvent::Start
-            {
-                let v = crate::alerts::Violation {
-                    agent_id,
-                    host_name: &host.name,
-                    record: r,
-                    rule: &j.rule,
-                    action: "deny",
-                    policy_version: j.version,
-                    severity: j.severity,
-                    verdict: j.verdict,
-                };
-                if let Some(id) = super::alerts::raise(
-                    tx,
-                    st,
-                    host.id,
-                    &v,
-                    compliance.settings,
-                    compliance.now_ns,
-                )? {
-                    last_outbox = Some(id);
-                }
-                compliance.raised += 1;
-            }
             if r.event == FlowEvent::Start {
                 count_edge(&mut edges, host.id, r);
             }
+            // One alert occurrence per violating flow: counted at its start.
+            let violates = r.event == FlowEvent::Start
+                && judged.as_ref().is_some_and(|j| j.verdict != "permitted");
             pending.push(Pending {
                 host_id: host.id,
+                agent_id,
                 record: r,
                 judged,
+                violates,
             });
         }
         host.last_seq = ns(batch.seq);
@@ -188,6 +174,38 @@ pub(super) fn store_group(
     if !ids.is_empty() {
         let set = st.get(tx, SET_SEQS)?;
         tx.execute(&set, &[&ids, &seqs])?;
+    }
+    // Alerts last, in record order: a transaction that queues one holds the outbox lock
+    // from then until its commit (see `alerts`), so that stays short.
+    let mut lock = OutboxLock::default();
+    let mut last_outbox = None;
+    for p in pending.iter().filter(|p| p.violates) {
+        let (Some(j), Some(host)) = (p.judged.as_ref(), hosts.get(p.agent_id)) else {
+            continue;
+        };
+        let v = crate::alerts::Violation {
+            agent_id: p.agent_id,
+            host_name: &host.name,
+            record: p.record,
+            rule: &j.rule,
+            action: "deny",
+            policy_version: j.version,
+            severity: j.severity,
+            verdict: j.verdict,
+        };
+        let settings = compliance.settings;
+        if let Some(id) = raise(
+            tx,
+            st,
+            &mut lock,
+            p.host_id,
+            &v,
+            settings,
+            compliance.now_ns,
+        )? {
+            last_outbox = Some(id);
+        }
+        compliance.raised += 1;
     }
     if let Some(id) = last_outbox {
         notify(tx, listen::OUTBOX, &id.to_string())?;

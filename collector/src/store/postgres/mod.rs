@@ -47,6 +47,9 @@ pub use schema::SCHEMA_VERSION;
 
 use super::StoreError;
 
+#[cfg(test)]
+pub(crate) use alerts::OUTBOX_LOCK_KEY;
+
 /// The store on PostgreSQL: one connection, opened again when it was lost.
 pub struct PgStore {
     /// In a `RefCell` because reads take `&self`; a store is used by one thread at a time

@@ -11,6 +11,7 @@ use cordon_wire::{Direction, FlowBatch, FlowEvent, FlowRecord, Process, Proto, V
 use super::{Store, postgres::PgConfig, postgres::PgStore};
 
 mod alerts;
+mod bench;
 mod cluster;
 mod commands;
 mod flows;
@@ -55,7 +56,22 @@ enum Db {
     /// A database file (so that several connections share it), in a directory removed
     /// with the fixture.
     Sqlite(#[allow(dead_code)] tempfile::TempDir, PathBuf),
+    /// A database of the shared test server, dropped with the fixture.
     Postgres(PgConfig),
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Db::Postgres(cfg) = &self.db
+            && let Some(name) = cfg
+                .url
+                .parse::<::postgres::Config>()
+                .ok()
+                .and_then(|c| c.get_dbname().map(str::to_string))
+        {
+            crate::testing::postgres::PgServer::shared().drop_database(&name);
+        }
+    }
 }
 
 impl Fixture {

@@ -417,3 +417,83 @@ fn a_store_works_from_a_blocking_task_of_a_tokio_runtime() {
         .expect("hosts");
     assert_eq!(n, 1);
 }
+
+#[test]
+fn outbox_writers_wait_for_the_one_before_to_commit() {
+    // An outbox id must not become visible before a smaller one that is still to
+    // commit (a sink would pass it for good): writers take turns until their commit.
+    let f = pg!("outbox_writers_wait_for_the_one_before_to_commit");
+    let mut raw = f.pg_client();
+    let mut other = raw.transaction().expect("begin");
+    other
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&crate::store::postgres::OUTBOX_LOCK_KEY],
+        )
+        .expect("an outbox writer in flight");
+    let (done, finished) = std::sync::mpsc::channel();
+    let mut s = f.pg_store();
+    let writer = std::thread::spawn(move || {
+        let env = crate::outputs::Envelope {
+            key: "k".into(),
+            hec: json!({}),
+        };
+        s.queue_envelope(&env, T0).expect("queue");
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_millis(300)).is_err(),
+        "queued while another outbox writer had not committed"
+    );
+    other.commit().expect("commit");
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("queued after it");
+    writer.join().expect("writer");
+}
+
+#[test]
+fn a_sink_reading_while_nodes_queue_misses_nothing() {
+    let f = pg!("a_sink_reading_while_nodes_queue_misses_nothing");
+    let mut s = f.pg_store();
+    s.host_connected("h1-agent", "h1", "0.1.0", "ebpf", T0)
+        .expect("host");
+    let writing = std::sync::atomic::AtomicUsize::new(3);
+    let mut seen = Vec::new();
+    std::thread::scope(|scope| {
+        for w in 0..3 {
+            let mut s = f.pg_store();
+            let writing = &writing;
+            scope.spawn(move || {
+                for n in 0..40u64 {
+                    let env = crate::outputs::Envelope {
+                        key: format!("w{w}"),
+                        hec: json!({ "n": n }),
+                    };
+                    s.queue_envelope(&env, T0 + n).expect("queue");
+                }
+                writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        // The sink: reads after its position, moves to the last id it got.
+        let mut pos = 0;
+        loop {
+            let last_round = writing.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            for (id, _) in s.outbox_after(pos, 1_000).expect("read") {
+                seen.push(id);
+                pos = id;
+            }
+            if last_round {
+                break;
+            }
+        }
+    });
+    let all: Vec<i64> = s
+        .outbox_after(0, 1_000)
+        .expect("all")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(all.len(), 120);
+    assert_eq!(seen, all, "the sink saw every envelope, in order");
+}

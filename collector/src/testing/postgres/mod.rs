@@ -205,15 +205,25 @@ impl PgServer {
             std::process::id(),
             self.databases.fetch_add(1, Ordering::Relaxed)
         );
-        let sql = format!("CREATE DATABASE {name}");
+        self.admin_sql(&format!("CREATE DATABASE {name}"));
+        name
+    }
+
+    /// Drops database `dbname`, ending its sessions (tests that are done with it).
+    pub fn drop_database(&self, dbname: &str) {
+        self.admin_sql(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"));
+    }
+
+    /// Runs `sql` on the superuser connection kept for that.
+    fn admin_sql(&self, sql: &str) {
         let mut admin = lock(&self.admin);
         for attempt in 0..2 {
             if admin.as_ref().is_none_or(|c| c.is_closed()) {
                 *admin = Some(self.connect_admin());
             }
             let Some(c) = admin.as_mut() else { continue };
-            match c.batch_execute(&sql) {
-                Ok(()) => return name,
+            match c.batch_execute(sql) {
+                Ok(()) => return,
                 // The server was stopped and resumed since: connect again, once.
                 Err(e) if attempt == 0 && e.as_db_error().is_none() => *admin = None,
                 Err(e) => panic!("{sql}: {e:?}"),
