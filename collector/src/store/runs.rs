@@ -97,11 +97,13 @@ pub trait RunStore {
 
     /// Unfinished runs whose wake time has come, oldest first.
     /// Claims up to `limit` unfinished runs whose wake time has come and that no live
-    /// engine holds, for `owner` until `now_ns + lease_ns`, oldest first. The next
-    /// transition of a run ([`finish_step`](Self::finish_step), [`park_run`](Self::park_run),
-    /// [`run_command`](Self::run_command), [`request_approval`](Self::request_approval))
-    /// gives the claim back; an engine that dies mid-step leaves it to expire, and another
-    /// engine takes the run over then. On PostgreSQL the claim skips rows another engine
+    /// engine holds, for `owner` until `now_ns + lease_ns`, oldest first. The end of the
+    /// step ([`finish_step`](Self::finish_step) or [`park_run`](Self::park_run)) gives the
+    /// claim back; what a step records on its way ([`run_command`](Self::run_command),
+    /// [`request_approval`](Self::request_approval)) keeps it, so no other engine starts
+    /// the same step while this one is in the middle of it (say, between recording an
+    /// approval and sending its Duo push). An engine that dies mid-step leaves the claim
+    /// to expire, and another engine takes the run over then. On PostgreSQL the claim skips rows another engine
     /// is claiming at the same moment (`FOR UPDATE SKIP LOCKED`), so two nodes never get
     /// the same run.
     fn claim_due_runs(

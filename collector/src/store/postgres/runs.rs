@@ -307,8 +307,8 @@ impl RunStore for PgStore {
                 o.insert(format!("command:{step}"), Value::from(id));
             }
             tx.execute(
-                "UPDATE runs SET state = 'waiting', phase = 1, context = $2, updated_ns = $3,
-                     owner = NULL, lease_until_ns = 0 WHERE id = $1",
+                "UPDATE runs SET state = 'waiting', phase = 1, context = $2, updated_ns = $3
+                 WHERE id = $1",
                 &[&run.id, &ctx.to_string(), &ns(now_ns)],
             )?;
             Ok(Some(id))
@@ -362,7 +362,7 @@ impl RunStore for PgStore {
                 .try_get(0)?;
             tx.execute(
                 "UPDATE runs SET state = 'waiting', phase = 1, context = $2, wake_ns = 0,
-                     updated_ns = $3, owner = NULL, lease_until_ns = 0
+                     updated_ns = $3
                  WHERE id = $1",
                 &[&run.id, &context.to_string(), &ns(now_ns)],
             )?;

@@ -279,8 +279,8 @@ impl RunStore for SqliteStore {
             o.insert(format!("command:{step}"), Value::from(id));
         }
         tx.execute(
-            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, updated_ns = ?3,
-                 owner = NULL, lease_until_ns = 0 WHERE id = ?1",
+            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, updated_ns = ?3
+             WHERE id = ?1",
             params![run.id, ctx.to_string(), ns(now_ns)],
         )?;
         tx.commit()?;
@@ -333,8 +333,7 @@ impl RunStore for SqliteStore {
             |r| r.get(0),
         )?;
         tx.execute(
-            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, wake_ns = 0, updated_ns = ?3,
-                 owner = NULL, lease_until_ns = 0
+            "UPDATE runs SET state = 'waiting', phase = 1, context = ?2, wake_ns = 0, updated_ns = ?3
              WHERE id = ?1",
             params![run.id, context.to_string(), ns(now_ns)],
         )?;

@@ -167,10 +167,19 @@ fn claims_are_exclusive_expire_and_are_given_back(f: &Fixture) {
         now,
     )
     .expect("approval");
-    // All three are claimable again at once (wake times have come).
-    let mut again = claim(&mut b, now, "d");
+    // What a step records on its way keeps its claim: no other engine may start the same
+    // step (and send its push again) while this one is in the middle of it. Only the
+    // parked run is free.
+    assert_eq!(claim(&mut b, now, "d"), [ids[0]]);
+    for id in &ids[1..] {
+        let r = run(&s, *id);
+        s.park_run(r.id, 1, 0, &r.context, now, None, now)
+            .expect("park");
+    }
+    // Parked at the end of their steps: claimable again (their wake times have come).
+    let mut again = claim(&mut b, now, "e");
     again.sort();
-    assert_eq!(again, ids);
+    assert_eq!(again, ids[1..]);
     // finish_step gives it back too.
     let r = run(&s, ids[0]);
     let rec = StepRecord {
