@@ -20,10 +20,13 @@ use std::{
 pub mod agent;
 pub mod cluster;
 pub mod cluster_lab;
+pub mod collector_proc;
 pub mod fleet;
 pub mod hec_standin;
 pub mod kafka_broker;
+pub mod procstat;
 pub mod response_lab;
+pub mod simagent;
 
 pub use agent::Agent;
 
