@@ -6,7 +6,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS = $(JOBS)
 
-.PHONY: setup build demo demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest clean
+.PHONY: setup build demo demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest bench-cluster clean
 
 setup:
 	@bash scripts/setup.sh
@@ -71,6 +71,14 @@ bench: setup
 bench-ingest: setup
 	$(CARGO) build --release -p cordon-tests -p cordon-collector --bin cordon-loadgen --bin cordon-collector
 	bash tests/bench/ingest.sh $(INGEST_ARGS)
+
+## Collector cluster benchmarks (no root): the simulated agents of bench-ingest against one
+## SQLite collector and clusters of 1, 2 and 3 nodes (PostgreSQL, tansu, release nodes on
+## loopback), then failover under load. CLUSTER_BENCH picks one (throughput or failover),
+## CLUSTER_ARGS passes options to cordon-cluster-bench, e.g. CLUSTER_ARGS="--seconds 30".
+bench-cluster: setup
+	$(CARGO) build --release -p cordon-tests -p cordon-collector --bin cordon-cluster-bench --bin cordon-collector
+	bash tests/bench/cluster.sh $(or $(CLUSTER_BENCH),all) $(CLUSTER_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -18,6 +18,8 @@ use std::{
 };
 
 pub mod agent;
+pub mod bench_check;
+pub mod bench_rig;
 pub mod cluster;
 pub mod cluster_lab;
 pub mod collector_proc;
