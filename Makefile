@@ -6,7 +6,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS = $(JOBS)
 
-.PHONY: setup build demo demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest bench-cluster clean
+.PHONY: setup build demo demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest bench-cluster bench-cluster-detect clean
 
 setup:
 	@bash scripts/setup.sh
@@ -79,6 +79,12 @@ bench-ingest: setup
 bench-cluster: setup
 	$(CARGO) build --release -p cordon-tests -p cordon-collector --bin cordon-cluster-bench --bin cordon-collector
 	bash tests/bench/cluster.sh $(or $(CLUSTER_BENCH),all) $(CLUSTER_ARGS)
+
+## connect() → alert on Kafka (root): the single-collector fleet lab and the 3-node cluster
+## lab with real agents, in one run. VIOLATIONS (default 100) per configuration.
+bench-cluster-detect: setup
+	$(CARGO) build --release -p cordon-agent -p cordon-collector -p cordon-tests --bin cordon-agent --bin cordon-collector --bin cordon --bin cordon-detect-bench --bin cordon-cluster-detect-bench
+	bash tests/bench/cluster-detect.sh $(VIOLATIONS)
 
 clean:
 	$(CARGO) clean
