@@ -40,6 +40,11 @@ fn open_all(cfg: &CollectorConfig, at: &Location) -> anyhow::Result<Opened> {
             .map(|s| Arc::new(Mutex::new(s)))
             .with_context(|| format!("opening the store ({})", at.describe()))
     };
+    if let Location::Sqlite(_) = at {
+        // A first start: the store file's directory does not exist yet.
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    }
     // The first connection migrates the schema (under a lock, on PostgreSQL).
     let store = open()?;
     let ca = match at {
