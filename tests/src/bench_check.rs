@@ -167,3 +167,57 @@ pub fn check(stored: &Stored, agents: &[RoamResult], batch: usize) -> Check {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, sent: &[(u64, u64)]) -> RoamResult {
+        RoamResult {
+            id: id.into(),
+            batches_sent: sent.len() as u64,
+            batches_acked: sent.len() as u64,
+            records_acked: sent.len() as u64 * 2,
+            sent: sent.to_vec(),
+            ..RoamResult::default()
+        }
+    }
+
+    fn stored(groups: &[(&str, i64, i64)], seqs: &[(&str, i64)]) -> Stored {
+        Stored {
+            groups: groups
+                .iter()
+                .map(|(a, ns, n)| ((a.to_string(), *ns), *n))
+                .collect(),
+            last_seq: seqs.iter().map(|(a, s)| (a.to_string(), *s)).collect(),
+            rows: groups.iter().map(|g| g.2).sum(),
+        }
+    }
+
+    #[test]
+    fn every_batch_once_passes() {
+        let a = [agent("a", &[(1, 100), (2, 200)])];
+        let c = check(&stored(&[("a", 100, 2), ("a", 200, 2)], &[("a", 2)]), &a, 2);
+        assert!(c.ok(), "{c:?}");
+        assert_eq!(c.batches_once, 2);
+    }
+
+    #[test]
+    fn missing_duplicated_partial_and_unknown_batches_fail() {
+        let a = [agent("a", &[(1, 100), (2, 200), (3, 300)])];
+        let s = stored(&[("a", 100, 4), ("a", 200, 1), ("a", 999, 2)], &[("a", 3)]);
+        let c = check(&s, &a, 2);
+        assert!(!c.ok());
+        assert_eq!(
+            (c.duplicated, c.partial, c.missing, c.unknown),
+            (1, 1, 1, 1)
+        );
+        // A stored sequence that is not the last batch sent fails too.
+        let c = check(
+            &stored(&[("a", 100, 2)], &[("a", 0)]),
+            &[agent("a", &[(1, 100)])],
+            2,
+        );
+        assert!(!c.ok(), "{c:?}");
+    }
+}
