@@ -6,7 +6,7 @@ CARGO ?= cargo
 JOBS ?= 2
 export CARGO_BUILD_JOBS = $(JOBS)
 
-.PHONY: setup build demo demo-cluster demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest clean
+.PHONY: setup build demo demo-cluster demo-host test test-unit test-privileged lint fmt packages test-packages bench bench-ingest bench-cluster bench-cluster-detect clean
 
 setup:
 	@bash scripts/setup.sh
@@ -78,6 +78,20 @@ bench: setup
 bench-ingest: setup
 	$(CARGO) build --release -p cordon-tests -p cordon-collector --bin cordon-loadgen --bin cordon-collector
 	bash tests/bench/ingest.sh $(INGEST_ARGS)
+
+## Collector cluster benchmarks (no root): the simulated agents of bench-ingest against one
+## SQLite collector and clusters of 1, 2 and 3 nodes (PostgreSQL, tansu, release nodes on
+## loopback), then failover under load. CLUSTER_BENCH picks one (throughput or failover),
+## CLUSTER_ARGS passes options to cordon-cluster-bench, e.g. CLUSTER_ARGS="--seconds 30".
+bench-cluster: setup
+	$(CARGO) build --release -p cordon-tests -p cordon-collector --bin cordon-cluster-bench --bin cordon-collector
+	bash tests/bench/cluster.sh $(or $(CLUSTER_BENCH),all) $(CLUSTER_ARGS)
+
+## connect() → alert on Kafka (root): the single-collector fleet lab and the 3-node cluster
+## lab with real agents, in one run. VIOLATIONS (default 100) per configuration.
+bench-cluster-detect: setup
+	$(CARGO) build --release -p cordon-agent -p cordon-collector -p cordon-tests --bin cordon-agent --bin cordon-collector --bin cordon --bin cordon-detect-bench --bin cordon-cluster-detect-bench
+	bash tests/bench/cluster-detect.sh $(VIOLATIONS)
 
 clean:
 	$(CARGO) clean

@@ -18,13 +18,18 @@ use std::{
 };
 
 pub mod agent;
+pub mod bench_check;
+pub mod bench_rig;
 pub mod cluster;
 pub mod cluster_lab;
+pub mod collector_proc;
 pub mod deploy;
 pub mod fleet;
 pub mod hec_standin;
 pub mod kafka_broker;
+pub mod procstat;
 pub mod response_lab;
+pub mod simagent;
 
 pub use agent::Agent;
 

@@ -100,6 +100,8 @@ pub struct PgServer {
     /// `listen_addresses`; empty: the Unix socket only.
     listen_addr: String,
     prefix: Vec<String>,
+    /// `-c` settings after the defaults (a later one wins).
+    settings: Vec<String>,
     password: String,
     /// The unprivileged uid and gid it runs as, when the tests run as root.
     owner: Option<(u32, u32)>,
@@ -135,7 +137,7 @@ impl PgServer {
     /// A server of the caller's, on its Unix socket only (for tests that stop and resume
     /// it).
     pub fn start() -> PgServer {
-        Self::launch(&[], "", 5432)
+        Self::launch(&[], "", 5432, &[])
     }
 
     /// A server of the caller's, for the privileged lab: `postgres` runs under `prefix`
@@ -143,10 +145,22 @@ impl PgServer {
     /// that namespace) as well as on its Unix socket. The socket is a file, so the test
     /// process reaches it from any namespace ([`socket_config`](Self::socket_config)).
     pub fn start_in(prefix: &[&str], listen_addr: &str, port: u16) -> PgServer {
-        Self::launch(prefix, listen_addr, port)
+        Self::launch(prefix, listen_addr, port, &[])
     }
 
-    fn launch(prefix: &[&str], listen_addr: &str, port: u16) -> PgServer {
+    /// As [`start_in`](Self::start_in), with `settings` (`name=value`, as for `-c`) over
+    /// the test defaults: `fsync=on`, `synchronous_commit=on` and `full_page_writes=on`
+    /// make a server as durable as a production one, for benchmarks.
+    pub fn start_with_settings(
+        prefix: &[&str],
+        listen_addr: &str,
+        port: u16,
+        settings: &[&str],
+    ) -> PgServer {
+        Self::launch(prefix, listen_addr, port, settings)
+    }
+
+    fn launch(prefix: &[&str], listen_addr: &str, port: u16, settings: &[&str]) -> PgServer {
         let Some(bin) = bin_dir() else {
             panic!(
                 "PostgreSQL is not installed (no initdb/postgres in PATH or \
@@ -161,6 +175,7 @@ impl PgServer {
             port,
             listen_addr: listen_addr.to_string(),
             prefix: prefix.iter().map(|p| p.to_string()).collect(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
             password: random_password(),
             owner: unprivileged_owner(),
             child: Mutex::new(None),

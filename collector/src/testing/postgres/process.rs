@@ -85,7 +85,10 @@ impl PgServer {
             "max_connections=200".into(),
             "shared_buffers=128MB".into(),
             "log_min_messages=warning".into(),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.settings.iter().cloned())
+        {
             cmd.arg("-c").arg(setting);
         }
         self.prepare(&mut cmd, self.prefix.is_empty())?;
