@@ -49,6 +49,10 @@ pub struct ClusterConfig {
     /// Whether this node also judges and stores flows (a worker of the consumer group);
     /// false: it only takes agents' connections and serves the API.
     pub worker: bool,
+    /// Workers this node runs (each a member of the consumer group with its own
+    /// PostgreSQL connection): a worker waits for its transaction to commit before it
+    /// reads on, so two keep the database busy while one judges.
+    pub workers: u32,
     /// Extra librdkafka settings of the flow stream (TLS, SASL), passed through; values
     /// of keys naming a password, secret, key or token are never shown.
     pub kafka_properties: BTreeMap<String, String>,
@@ -66,6 +70,7 @@ impl Default for ClusterConfig {
             flows_replication: -1,
             consumer_group: "cordon-workers".into(),
             worker: true,
+            workers: 2,
             kafka_properties: BTreeMap::new(),
         }
     }
@@ -89,6 +94,7 @@ impl fmt::Debug for ClusterConfig {
             .field("flows_replication", &self.flows_replication)
             .field("consumer_group", &self.consumer_group)
             .field("worker", &self.worker)
+            .field("workers", &self.workers)
             .field("kafka_properties", &props)
             .finish()
     }
@@ -184,6 +190,9 @@ impl ClusterConfig {
                 "flows_replication",
                 "must be -1 (the brokers' default) or 1 to 32",
             ));
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err(bad("workers", "must be 1 to 64"));
         }
         if self.consumer_group.is_empty() || self.consumer_group.len() > 255 {
             return Err(bad("consumer_group", "1 to 255 characters"));
@@ -285,6 +294,13 @@ mod tests {
                     ..valid()
                 },
                 "cluster.flows_partitions",
+            ),
+            (
+                ClusterConfig {
+                    workers: 0,
+                    ..valid()
+                },
+                "cluster.workers",
             ),
             (
                 ClusterConfig {

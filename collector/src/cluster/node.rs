@@ -132,19 +132,21 @@ pub async fn start(
         .spawn(stop.clone())?,
     ];
     if c.worker {
-        let (pg, c2, node2, comp, m) = (
-            pg.clone(),
-            c.clone(),
-            node.to_string(),
-            compliance.clone(),
-            metrics.clone(),
-        );
-        let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<Worker> {
-            let store = PgStore::connect(&pg)?;
-            Ok(Worker::new(&c2, &node2, store, comp, m)?)
-        })
-        .await??;
-        threads.push(worker.spawn(stop.clone())?);
+        for index in 0..c.workers {
+            let (pg, c2, node2, comp, m) = (
+                pg.clone(),
+                c.clone(),
+                node.to_string(),
+                compliance.clone(),
+                metrics.clone(),
+            );
+            let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<Worker> {
+                let store = PgStore::connect(&pg)?;
+                Ok(Worker::new(&c2, &node2, index, store, comp, m)?)
+            })
+            .await??;
+            threads.push(worker.spawn(stop.clone())?);
+        }
     } else {
         tracing::info!(
             node,

@@ -57,6 +57,8 @@ struct Shared {
     high: Mutex<HashMap<i32, i64>>,
     /// Partition → the next offset this worker will store (what it owns now).
     next: Mutex<BTreeMap<i32, i64>>,
+    /// This worker's share of the node's lag gauge, last reported.
+    lag: std::sync::atomic::AtomicI64,
 }
 
 struct Ctx(Arc<Shared>);
@@ -112,11 +114,14 @@ impl ConsumerContext for Ctx {
                     tracing::error!(error = %e, "assigning partitions failed");
                 }
                 if let Ok(mut next) = s.next.lock() {
+                    let before = next.len() as i64;
                     if !cooperative {
                         next.clear();
                     }
                     next.extend(taken.iter().copied());
-                    s.metrics.worker_partitions.set(next.len() as i64);
+                    s.metrics
+                        .worker_partitions
+                        .inc_by(next.len() as i64 - before);
                 }
                 s.metrics
                     .worker_rebalances
@@ -135,10 +140,13 @@ impl ConsumerContext for Ctx {
                     tracing::error!(error = %e, "unassigning partitions failed");
                 }
                 if let Ok(mut next) = s.next.lock() {
+                    let before = next.len() as i64;
                     for p in &revoked {
                         next.remove(p);
                     }
-                    s.metrics.worker_partitions.set(next.len() as i64);
+                    s.metrics
+                        .worker_partitions
+                        .dec_by(before - next.len() as i64);
                 }
                 s.metrics
                     .worker_rebalances
@@ -196,6 +204,7 @@ struct Taken {
 
 /// A worker of the flow stream's consumer group.
 pub struct Worker {
+    index: u32,
     shared: Arc<Shared>,
     consumer: BaseConsumer<Ctx>,
     compliance: WriterCompliance,
@@ -204,10 +213,11 @@ pub struct Worker {
 
 impl Worker {
     /// Joins the consumer group of `cfg` (subscribing to the flows topic), storing into
-    /// `store`.
+    /// `store`; `index` tells this node's workers apart.
     pub fn new(
         cfg: &ClusterConfig,
         node: &str,
+        index: u32,
         store: PgStore,
         compliance: WriterCompliance,
         metrics: Arc<Metrics>,
@@ -220,9 +230,10 @@ impl Worker {
             metrics,
             high: Mutex::default(),
             next: Mutex::default(),
+            lag: std::sync::atomic::AtomicI64::new(0),
         });
         let consumer: BaseConsumer<Ctx> = cfg
-            .kafka_config(&format!("cordon-worker-{node}"))
+            .kafka_config(&format!("cordon-worker-{node}-{index}"))
             .set("group.id", &cfg.consumer_group)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
@@ -237,6 +248,7 @@ impl Worker {
         consumer.subscribe(&[cfg.flows_topic.as_str()])?;
         let judge = Judge::new(compliance.policy.clone());
         Ok(Self {
+            index,
             shared,
             consumer,
             compliance,
@@ -248,9 +260,9 @@ impl Worker {
     /// go to the other workers at once).
     pub fn spawn(mut self, stop: Arc<AtomicBool>) -> std::io::Result<thread::JoinHandle<()>> {
         thread::Builder::new()
-            .name("cordon-worker".into())
+            .name(format!("cordon-worker-{}", self.index))
             .spawn(move || {
-                tracing::info!(node = %self.shared.node, topic = %self.shared.topic, "worker started");
+                tracing::info!(node = %self.shared.node, worker = self.index, topic = %self.shared.topic, "worker started");
                 let mut last_lag = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let taken = self.take();
@@ -263,7 +275,10 @@ impl Worker {
                     }
                 }
                 self.consumer.unsubscribe();
-                tracing::info!(node = %self.shared.node, "worker stopped");
+                // What this worker added to the node's gauges goes with it.
+                let lag = self.shared.lag.swap(0, Ordering::Relaxed);
+                self.shared.metrics.worker_lag.dec_by(lag);
+                tracing::info!(node = %self.shared.node, worker = self.index, "worker stopped");
             })
     }
 
@@ -422,6 +437,8 @@ impl Worker {
             .iter()
             .map(|(p, n)| high.get(p).map_or(0, |h| (h - n).max(0)))
             .sum();
-        s.metrics.worker_lag.set(lag);
+        // Several workers of a node add up: each applies the change of its own share.
+        let before = s.lag.swap(lag, Ordering::Relaxed);
+        s.metrics.worker_lag.inc_by(lag - before);
     }
 }
