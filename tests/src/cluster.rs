@@ -200,23 +200,13 @@ impl Cluster {
                 agent_toml(h, &d, &collectors, &self.enforcer_toml(h)),
             )
             .expect("agent config");
-            let out = ok(
-                self.fleet.run(
-                    &h.ns,
-                    &[
-                        &agent_bin(),
-                        "enroll",
-                        "--config",
-                        &self.agent_cfg(h),
-                        "--token-file",
-                        &join_file.to_string_lossy(),
-                        "--ca-fingerprint",
-                        &self.fingerprint,
-                    ],
-                ),
-                "enroll",
+            enroll_agent(
+                &self.fleet,
+                h,
+                &self.agent_cfg(h),
+                &join_file,
+                &self.fingerprint,
             );
-            assert!(out.contains(&format!("enrolled as {}", h.name)), "{out}");
         }
         join_file
     }
@@ -255,6 +245,28 @@ pub fn cli_value(args: &[&str], out: String) -> Value {
 /// A lab host's agent config: its cgroup, quick capture timings, the `collectors` it
 /// streams to, state under `dir`, and `enforcer` (the `[enforcer]` lines before its state
 /// file).
+/// Enrolls host `h`'s agent (config at `cfg`) over the network with the join token in
+/// `join_file`, pinning the CA by `fingerprint`; panics unless it enrolled as itself.
+pub fn enroll_agent(fleet: &Fleet, h: &FleetHost, cfg: &str, join_file: &Path, fingerprint: &str) {
+    let out = ok(
+        fleet.run(
+            &h.ns,
+            &[
+                &agent_bin(),
+                "enroll",
+                "--config",
+                cfg,
+                "--token-file",
+                &join_file.to_string_lossy(),
+                "--ca-fingerprint",
+                fingerprint,
+            ],
+        ),
+        "enroll",
+    );
+    assert!(out.contains(&format!("enrolled as {}", h.name)), "{out}");
+}
+
 pub fn agent_toml(h: &FleetHost, dir: &Path, collectors: &[String], enforcer: &str) -> String {
     let list: Vec<String> = collectors.iter().map(|c| format!("\"{c}\"")).collect();
     format!(

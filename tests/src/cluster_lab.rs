@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     agent::{agent_bin, cli_bin, collector_bin},
-    cluster::{agent_toml, cli_value, ok},
+    cluster::{agent_toml, cli_value, enroll_agent, ok},
     fleet::{Fleet, FleetHost},
     in_netns,
     kafka_broker::Broker,
@@ -305,23 +305,13 @@ impl ClusterLab {
             fs::create_dir_all(&d).expect("agent dir");
             fs::write(self.agent_cfg(h), agent_toml(h, &d, &collectors, enforcer))
                 .expect("agent config");
-            let out = ok(
-                self.fleet.run(
-                    &h.ns,
-                    &[
-                        &agent_bin(),
-                        "enroll",
-                        "--config",
-                        &self.agent_cfg(h),
-                        "--token-file",
-                        &join_file.to_string_lossy(),
-                        "--ca-fingerprint",
-                        &self.fingerprint,
-                    ],
-                ),
-                "enroll",
+            enroll_agent(
+                &self.fleet,
+                h,
+                &self.agent_cfg(h),
+                &join_file,
+                &self.fingerprint,
             );
-            assert!(out.contains(&format!("enrolled as {}", h.name)), "{out}");
         }
     }
 

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod cluster_lab;
 pub mod collector_proc;
 pub mod deploy;
+pub mod detect_probe;
 pub mod fleet;
 pub mod hec_standin;
 pub mod kafka_broker;

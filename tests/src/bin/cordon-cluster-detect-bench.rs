@@ -11,19 +11,16 @@
 //!
 //!   cordon-cluster-detect-bench [--violations 100] [--gap-ms 100]
 use std::{
-    collections::HashMap,
     fs::OpenOptions,
     io::Write,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
 use clap::Parser;
 use cordon_tests::{
-    cluster::stop_agent, cluster_lab::ClusterLab, in_netns, kafka_broker::ALERTS_TOPIC,
+    cluster::stop_agent,
+    cluster_lab::ClusterLab,
+    detect_probe::{KafkaAlerts, POLICY, report, violate},
 };
 
 #[derive(Parser)]
@@ -36,17 +33,6 @@ struct Args {
     /// Collector nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-}
-
-const POLICY: &str = "name: bench\ngroups:\n  web:\n    label: {role: web}\n  clients:\n    label: {role: client}\nrules:\n  - name: clients-to-web\n    consumer: clients\n    provider: web\n    ports: [tcp/8080]\n    action: allow\ncatch_all:\n  - action: deny\n    severity: HIGH\n";
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,26 +56,7 @@ fn main() -> anyhow::Result<()> {
     lab.start_all();
     lab.enroll_all(0);
     // Arrival time on Kafka of each alert, by the violating port.
-    let on_kafka: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let follower = {
-        let (seen, stop) = (on_kafka.clone(), stop.clone());
-        let broker = &lab.broker;
-        in_netns(&lab.fleet.collector_ns, || {
-            broker.follow(ALERTS_TOPIC, stop, move |_, v| {
-                let now = Instant::now();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(v) {
-                    let d = &v["event"]["alert_details_json"];
-                    if d["host"]["name"] == "h2"
-                        && let Some(p) = d["flow"]["remote_port"].as_u64()
-                        && let Ok(mut m) = seen.lock()
-                    {
-                        m.entry(p).or_insert(now);
-                    }
-                }
-            })
-        })
-    };
+    let on_kafka = KafkaAlerts::follow(&lab.broker, &lab.fleet.collector_ns, "h2");
     let (h1, h2) = (lab.fleet.host("h1").clone(), lab.fleet.host("h2").clone());
     let agents: Vec<_> = [&h1, &h2].iter().map(|h| lab.start_agent(h, 1)).collect();
     let (_, placed) = lab.wait_all_placed(0, Duration::from_secs(30));
@@ -105,28 +72,8 @@ fn main() -> anyhow::Result<()> {
     for i in 0..a.violations {
         let port = 20_000 + i;
         let start = Instant::now();
-        // Nothing listens there: the SYN goes out and is refused; the attempt is the flow.
-        let _ = lab.fleet.run_in(
-            &h2.ns,
-            Some(&h2.cgroup),
-            &["python3", "-c", &format!(
-                "import socket\ns=socket.socket()\ns.settimeout(2)\ntry: s.connect(('{}', {port}))\nexcept OSError: pass",
-                h1.ip
-            )],
-        );
-        let on_broker = loop {
-            if let Some(t) = on_kafka
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&u64::from(port)).copied())
-            {
-                break Some(t.duration_since(start));
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        violate(&lab.fleet, &h2, &h1.ip, port);
+        let on_broker = on_kafka.wait(port, start);
         match on_broker {
             Some(d) => lat.push(d),
             None => eprintln!("violation {i} (port {port}): no alert on Kafka within 10 s"),
@@ -141,24 +88,15 @@ fn main() -> anyhow::Result<()> {
     for (pid, log) in agents {
         stop_agent(pid, &log, false);
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = follower.join();
-    let missed = usize::from(a.violations) - lat.len();
-    lat.sort();
+    drop(on_kafka);
     println!("agents on: {placed:?}; the Kafka output's lease held by n{lease}");
-    let Some(max) = lat.last().copied() else {
-        anyhow::bail!("no alert arrived");
-    };
-    println!(
-        "detection latency ({} nodes), connect() on h2 → alert read by a consumer from the Kafka broker ({} violations, {missed} missed):",
-        a.nodes, a.violations
-    );
-    println!(
-        "  p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(pct(&lat, 0.5)),
-        ms(pct(&lat, 0.9)),
-        ms(pct(&lat, 0.99)),
-        ms(max)
+    let missed = report(
+        &format!(
+            "{} nodes, connect() on h2 → alert read by a consumer from the Kafka broker",
+            a.nodes
+        ),
+        lat,
+        a.violations,
     );
     if missed > 0 {
         anyhow::bail!("{missed} alerts did not arrive");

@@ -5,21 +5,15 @@
 //! is measured for every violation.
 //!
 //!   cordon-detect-bench [--violations 100]
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cordon_tests::{
     cluster::{Cluster, stop_agent},
+    detect_probe::{KafkaAlerts, POLICY, poll, report, violate},
     hec_standin::HecStandin,
     in_netns,
-    kafka_broker::{ALERTS_TOPIC, Broker},
+    kafka_broker::Broker,
 };
 
 #[derive(Parser)]
@@ -29,13 +23,6 @@ struct Args {
     /// Pause between violations, in milliseconds.
     #[arg(long, default_value_t = 100)]
     gap_ms: u64,
-}
-
-const POLICY: &str = "name: bench\ngroups:\n  web:\n    label: {role: web}\n  clients:\n    label: {role: client}\nrules:\n  - name: clients-to-web\n    consumer: clients\n    provider: web\n    ports: [tcp/8080]\n    action: allow\ncatch_all:\n  - action: deny\n    severity: HIGH\n";
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,25 +46,7 @@ fn main() -> anyhow::Result<()> {
     let hec = hec.ok_or_else(|| anyhow::anyhow!("no stand-in"))?;
     let broker = broker.ok_or_else(|| anyhow::anyhow!("no broker"))?;
     // Arrival time on Kafka of each alert, by the violating port.
-    let on_kafka: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let follower = {
-        let (seen, stop) = (on_kafka.clone(), stop.clone());
-        in_netns(&c.fleet.collector_ns, || {
-            broker.follow(ALERTS_TOPIC, stop, move |_, v| {
-                let now = Instant::now();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(v) {
-                    let d = &v["event"]["alert_details_json"];
-                    if d["host"]["name"] == "h2"
-                        && let Some(p) = d["flow"]["remote_port"].as_u64()
-                        && let Ok(mut m) = seen.lock()
-                    {
-                        m.entry(p).or_insert(now);
-                    }
-                }
-            })
-        })
-    };
+    let on_kafka = KafkaAlerts::follow(&broker, &c.fleet.collector_ns, "h2");
     c.enroll_all();
     let (h1, h2) = (c.fleet.host("h1"), c.fleet.host("h2"));
     let agents: Vec<_> = [h1, h2].iter().map(|h| c.start_agent(h, 1)).collect();
@@ -92,45 +61,21 @@ fn main() -> anyhow::Result<()> {
     for i in 0..a.violations {
         let port = 20_000 + i;
         let start = Instant::now();
-        // Nothing listens there: the SYN goes out and is refused; the attempt is the flow.
-        let _ = c.fleet.run_in(
-            &h2.ns,
-            Some(&h2.cgroup),
-            &["python3", "-c", &format!(
-                "import socket\ns=socket.socket()\ns.settimeout(2)\ntry: s.connect(('{}', {port}))\nexcept OSError: pass",
-                h1.ip
-            )],
-        );
-        let found = loop {
-            let hit = hec.events().iter().any(|e| {
-                let d = &e["event"]["alert_details_json"];
-                d["host"]["name"] == "h2" && d["flow"]["remote_port"] == port
-            });
-            if hit {
-                break Some(start.elapsed());
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        violate(&c.fleet, h2, &h1.ip, port);
+        let found = poll(start, || {
+            hec.events()
+                .iter()
+                .any(|e| {
+                    let d = &e["event"]["alert_details_json"];
+                    d["host"]["name"] == "h2" && d["flow"]["remote_port"] == port
+                })
+                .then(|| start.elapsed())
+        });
         match found {
             Some(d) => lat.push(d),
             None => eprintln!("violation {i} (port {port}): no alert at HEC within 10 s"),
         }
-        let on_broker = loop {
-            if let Some(t) = on_kafka
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&u64::from(port)).copied())
-            {
-                break Some(t.duration_since(start));
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let on_broker = on_kafka.wait(port, start);
         match on_broker {
             Some(d) => kafka_lat.push(d),
             None => eprintln!("violation {i} (port {port}): no alert on Kafka within 10 s"),
@@ -140,32 +85,16 @@ fn main() -> anyhow::Result<()> {
     for (pid, log) in agents {
         stop_agent(pid, &log, false);
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = follower.join();
-    let mut missed = 0;
-    for (what, mut l) in [
-        ("read by a consumer from the Kafka broker", kafka_lat),
-        ("accepted and acked by HEC", lat),
-    ] {
-        let m = usize::from(a.violations) - l.len();
-        missed += m;
-        l.sort();
-        let Some(max) = l.last().copied() else {
-            println!("{what}: no alert arrived");
-            continue;
-        };
-        println!(
-            "detection latency, connect() on h2 → alert {what} ({} violations, {m} missed):",
-            a.violations
-        );
-        println!(
-            "  p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            pct(&l, 0.5).as_secs_f64() * 1e3,
-            pct(&l, 0.9).as_secs_f64() * 1e3,
-            pct(&l, 0.99).as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3
-        );
-    }
+    drop(on_kafka);
+    let missed = report(
+        "connect() on h2 → alert read by a consumer from the Kafka broker",
+        kafka_lat,
+        a.violations,
+    ) + report(
+        "connect() on h2 → alert accepted and acked by HEC",
+        lat,
+        a.violations,
+    );
     if missed > 0 {
         anyhow::bail!("{missed} alerts did not arrive");
     }
