@@ -21,14 +21,14 @@ build: setup
 demo: setup
 	$(CARGO) build --release -p cordon-agent -p cordon-collector -p cordon-tests --bin cordon-agent --bin cordon-collector --bin cordon --bin cordon-demo
 	CORDON_AGENT=$(CURDIR)/target/release/cordon-agent CORDON_COLLECTOR=$(CURDIR)/target/release/cordon-collector \
-	  CORDON_CLI=$(CURDIR)/target/release/cordon $(CURDIR)/target/release/cordon-demo
+	  CORDON_CLI=$(CURDIR)/target/release/cordon CORDON_DEMO_KEEP=$(KEEP) $(CURDIR)/target/release/cordon-demo
 
 ## The reference scenario on a collector cluster: three nodes on PostgreSQL and Kafka;
 ## the node h2's agent is connected to is killed just before the attack (docs/cluster.md).
 demo-cluster: setup
 	$(CARGO) build --release -p cordon-agent -p cordon-collector -p cordon-tests --bin cordon-agent --bin cordon-collector --bin cordon --bin cordon-demo
 	CORDON_AGENT=$(CURDIR)/target/release/cordon-agent CORDON_COLLECTOR=$(CURDIR)/target/release/cordon-collector \
-	  CORDON_CLI=$(CURDIR)/target/release/cordon $(CURDIR)/target/release/cordon-demo --cluster
+	  CORDON_CLI=$(CURDIR)/target/release/cordon CORDON_DEMO_KEEP=$(KEEP) $(CURDIR)/target/release/cordon-demo --cluster
 
 ## The first demo: a collector and an enrolled agent on this host (no namespaces),
 ## streaming live flows with processes, shown through the `cordon` CLI until Ctrl-C.

@@ -16,10 +16,11 @@ need_root() {
 # the packages (dpkg-dev, rpm, file), lint the debs (lintian), install them in a
 # debootstrap'd chroot and check the units (systemd-analyze, from systemd). postgresql-15:
 # the store tests start their own PostgreSQL server (initdb, postgres) for the cluster
-# backend; util-linux's setpriv runs it unprivileged inside a lab namespace.
+# backend; util-linux's setpriv runs it unprivileged inside a lab namespace. chromium: the
+# web console's browser tests (tests/console/browser.py, headless, driven by Playwright).
 APT_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev nftables iproute2 curl
   python3 procps socat cmake libssl-dev libcurl4-openssl-dev
-  dpkg-dev rpm file lintian debootstrap systemd postgresql-15 util-linux)
+  dpkg-dev rpm file lintian debootstrap systemd postgresql-15 util-linux chromium)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -68,6 +69,15 @@ if ! python3 -c 'import duo_client' >/dev/null 2>&1; then
   python3 -m pip install --quiet duo_client
 else
   log "duo_client present"
+fi
+# Playwright for Python drives Debian's Chromium in the console's browser tests
+# (executable_path=/usr/bin/chromium: it never downloads a browser of its own).
+PLAYWRIGHT_VERSION=1.65.3
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" >/dev/null 2>&1; then
+  log "pip: installing playwright $PLAYWRIGHT_VERSION (the console's browser tests)"
+  python3 -m pip install --quiet "playwright==$PLAYWRIGHT_VERSION"
+else
+  log "playwright present"
 fi
 # Package builders for `make packages` (scripts/packages.sh), pinned so every machine makes
 # the same packages. A few minutes each, once.

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod ingest;
 pub mod learn;
 pub mod metrics;

@@ -92,6 +92,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
         beat_store,
         policy,
     } = opened;
+    let console_key = Arc::new(crate::console::session::key_from_ca(&ca.key_pem()));
     let ca = Arc::new(ca);
     let (cert, key) = ca.issue_server(&cfg.server_names)?;
     // Enrolling agents check the CA, sent after the collector's own certificate, against
@@ -157,6 +158,7 @@ pub async fn run(cfg: CollectorConfig) -> anyhow::Result<()> {
             policy,
             node: node.clone(),
             clustered: cfg.cluster.is_some(),
+            console_key,
         },
         async {
             let _ = api_stopped.await;

@@ -41,6 +41,21 @@ impl Deploy {
         }
     }
 
+    /// The namespace and loopback address of a collector's API and web console (in a
+    /// cluster, the first node that runs).
+    pub fn console(&self) -> (String, String) {
+        match self {
+            Deploy::One(c) => (c.fleet.collector_ns.clone(), "127.0.0.1:7480".into()),
+            Deploy::Nodes(l) => (
+                l.fleet.collector_ns.clone(),
+                l.nodes[l.live_node()]
+                    .api
+                    .trim_start_matches("http://")
+                    .to_string(),
+            ),
+        }
+    }
+
     /// Starts a host's agent and waits until it is connected.
     pub fn start_agent(&self, h: &FleetHost, run: u32) -> (u32, PathBuf) {
         match self {

@@ -42,11 +42,12 @@ fn check_reason(r: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn queue(
+/// Queues `cmd` for host `id` (agent id or name) and pokes its agent.
+pub(crate) async fn queue(
     state: &ApiState,
     id: String,
     cmd: NewCommand,
-) -> Result<(StatusCode, Json<CommandRow>), ApiError> {
+) -> Result<CommandRow, ApiError> {
     let row = state
         .store(move |s| {
             let Some(host) = s.host(&id)? else {
@@ -58,7 +59,7 @@ async fn queue(
         .ok_or_else(|| ApiError::not_found("no such host"))?;
     let online = state.live.poke(&row.host);
     tracing::info!(host = %row.host, id = row.id, kind = %row.kind, by = %row.created_by, online, "command queued");
-    Ok((StatusCode::ACCEPTED, Json(row)))
+    Ok(row)
 }
 
 /// Isolates a host: its agent cuts it off the network except the management channel and
@@ -76,6 +77,15 @@ pub async fn isolate(
 ) -> Result<(StatusCode, Json<CommandRow>), ApiError> {
     let by = state.authorize(&headers, Scope::Admin).await?;
     let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let cmd = isolate_command(&req, by.name)?;
+    queue(&state, id, cmd)
+        .await
+        .map(|r| (StatusCode::ACCEPTED, Json(r)))
+}
+
+/// The isolate command for `req`, checked (reason, duration, allow-list): the API's and
+/// the console's path.
+pub(crate) fn isolate_command(req: &IsolateRequest, by: String) -> Result<NewCommand, ApiError> {
     check_reason(&req.reason)?;
     let expires_at = match &req.expires_in {
         Some(v) => {
@@ -95,12 +105,22 @@ pub async fn isolate(
         a.parse::<std::net::SocketAddr>()
             .map_err(|_| ApiError::bad_request(format!("`allow`: `{a}` is not IP:port")))?;
     }
-    let cmd = NewCommand {
+    Ok(NewCommand {
         kind: "isolate",
         body: json!({"reason": req.reason, "expires_at": expires_at, "allow": req.allow}),
-        by: by.name,
-    };
-    queue(&state, id, cmd).await
+        by,
+    })
+}
+
+/// The release command, checked.
+pub(crate) fn release_command(reason: Option<String>, by: String) -> Result<NewCommand, ApiError> {
+    let reason = reason.unwrap_or_else(|| "released".into());
+    check_reason(&reason)?;
+    Ok(NewCommand {
+        kind: "release",
+        body: json!({"reason": reason}),
+        by,
+    })
 }
 
 /// Releases an isolated host.
@@ -116,14 +136,10 @@ pub async fn release(
 ) -> Result<(StatusCode, Json<CommandRow>), ApiError> {
     let by = state.authorize(&headers, Scope::Admin).await?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
-    let reason = req.reason.unwrap_or_else(|| "released".into());
-    check_reason(&reason)?;
-    let cmd = NewCommand {
-        kind: "release",
-        body: json!({"reason": reason}),
-        by: by.name,
-    };
-    queue(&state, id, cmd).await
+    let cmd = release_command(req.reason, by.name)?;
+    queue(&state, id, cmd)
+        .await
+        .map(|r| (StatusCode::ACCEPTED, Json(r)))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

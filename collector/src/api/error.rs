@@ -53,6 +53,9 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -32,7 +32,7 @@ pub struct HostDetail {
 }
 
 /// Nodes whose heartbeat is recent (in a cluster an agent may be on any of them).
-fn nodes_up(s: &crate::store::Store) -> Result<Vec<String>, crate::store::StoreError> {
+pub(crate) fn nodes_up(s: &crate::store::Store) -> Result<Vec<String>, crate::store::StoreError> {
     let now = crate::ingest::now_ns();
     Ok(s.nodes()?
         .into_iter()
@@ -41,7 +41,7 @@ fn nodes_up(s: &crate::store::Store) -> Result<Vec<String>, crate::store::StoreE
         .collect())
 }
 
-fn with_live(state: &ApiState, row: HostRow, up: &[String]) -> Host {
+pub(crate) fn with_live(state: &ApiState, row: HostRow, up: &[String]) -> Host {
     let live = state.live.get(&row.id);
     let elsewhere = row
         .node

@@ -162,6 +162,17 @@ pub async fn approve(
 ) -> Result<Json<ApprovedItems>, ApiError> {
     let by = state.authorize(&headers, Scope::Admin).await?;
     let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    approve_items(&state, v, req, by.name).await.map(Json)
+}
+
+/// Approves the named groups and rules of version `v` as `who` (each must exist): the
+/// API's and the console's path.
+pub(crate) async fn approve_items(
+    state: &ApiState,
+    v: i64,
+    req: ApproveRequest,
+    who: String,
+) -> Result<ApprovedItems, ApiError> {
     if req.groups.is_empty() && req.rules.is_empty() {
         return Err(ApiError::bad_request("name at least one group or rule"));
     }
@@ -185,17 +196,17 @@ pub async fn approve(
             )));
         }
     }
-    let who = by.name.clone();
+    let by = who.clone();
     let a = state
         .store(move |s| {
-            s.approve_items(v, &req.groups, &req.rules, &who, now_ns())?;
+            s.approve_items(v, &req.groups, &req.rules, &by, now_ns())?;
             s.policy_approvals(v)
         })
         .await?;
-    tracing::info!(version = v, by = %by.name, "policy items approved");
-    Ok(Json(ApprovedItems {
+    tracing::info!(version = v, by = %who, "policy items approved");
+    Ok(ApprovedItems {
         version: v,
         groups: a.groups.into_iter().map(|x| x.0).collect(),
         rules: a.rules.into_iter().map(|x| x.0).collect(),
-    }))
+    })
 }

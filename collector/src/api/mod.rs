@@ -6,14 +6,14 @@
 //! ingest's writes (WAL).
 mod alerts;
 mod cluster;
-mod commands;
+pub(crate) mod commands;
 mod error;
-mod flows;
-mod hosts;
-mod learn;
+pub(crate) mod flows;
+pub(crate) mod hosts;
+pub(crate) mod learn;
 mod openapi;
-mod policies;
-mod runs;
+pub(crate) mod policies;
+pub(crate) mod runs;
 mod tokens;
 
 use std::sync::{Arc, Mutex};
@@ -50,11 +50,14 @@ pub struct ApiState {
     pub node: String,
     /// Whether it is a node of a cluster (state in PostgreSQL).
     pub clustered: bool,
+    /// The web console's key for session cookies and CSRF tokens
+    /// (`console::session::key_from_ca`).
+    pub console_key: Arc<[u8; 32]>,
 }
 
 impl ApiState {
     /// Runs `f` on the store off the async threads.
-    async fn store<T: Send + 'static>(
+    pub(crate) async fn store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -139,6 +142,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}/revoke", post(tokens::revoke))
         .route("/metrics", get(metrics))
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)

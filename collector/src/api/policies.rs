@@ -143,7 +143,18 @@ pub async fn diff(
 ) -> Result<Json<PolicyDiff>, ApiError> {
     state.authorize(&headers, Scope::Read).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (a, b) = (version(&q.from)?, version(&q.to)?);
+    Ok(Json(PolicyDiff {
+        changes: diff_versions(&state, &q.from, &q.to).await?,
+    }))
+}
+
+/// The changes from version `from` to `to` (numbers or `published`).
+pub(crate) async fn diff_versions(
+    state: &ApiState,
+    from: &str,
+    to: &str,
+) -> Result<Vec<String>, ApiError> {
+    let (a, b) = (version(from)?, version(to)?);
     let (a, b) = state
         .store(move |s| Ok((s.policy(a)?, s.policy(b)?)))
         .await?;
@@ -152,9 +163,7 @@ pub async fn diff(
         policy::parse(&row.body).map_err(|e| ApiError::internal(format!("stored policy: {e}")))
     };
     let (a, b) = (load(a, "from")?, load(b, "to")?);
-    Ok(Json(PolicyDiff {
-        changes: policy::diff::diff(&a, &b),
-    }))
+    Ok(policy::diff::diff(&a, &b))
 }
 
 /// Publishes a draft: from now on every flow is judged against it.
@@ -167,11 +176,18 @@ pub async fn publish(
     Path(v): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let by = state.authorize(&headers, Scope::Admin).await?;
-    let who = by.name.clone();
+    publish_version(&state, v, by.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Publishes draft `v` as `who` and reloads the policy in force: the API's and the
+/// console's path.
+pub(crate) async fn publish_version(state: &ApiState, v: i64, who: String) -> Result<(), ApiError> {
     let policy = state.policy.clone();
+    let by = who.clone();
     let res = state
         .store(move |s| {
-            let r = s.publish_policy(v, &who, now_ns())?;
+            let r = s.publish_policy(v, &by, now_ns())?;
             if r.is_ok() {
                 policy.reload(&**s)?;
             }
@@ -180,8 +196,8 @@ pub async fn publish(
         .await?;
     match res {
         Ok(()) => {
-            tracing::info!(version = v, by = %by.name, "policy published");
-            Ok(StatusCode::NO_CONTENT)
+            tracing::info!(version = v, by = %who, "policy published");
+            Ok(())
         }
         Err(PublishRefusal::NoSuchVersion) => Err(ApiError::not_found("no such policy version")),
         Err(PublishRefusal::NotDraft(s)) => Err(ApiError::conflict(format!(

@@ -109,12 +109,14 @@ pub async fn approvals(
     Ok(Json(rows))
 }
 
-async fn decide(
+/// Decides approval `id` (`approved` or `denied`) as `by`: the API's and the console's
+/// path.
+pub(crate) async fn decide(
     state: &ApiState,
     id: i64,
     decision: &'static str,
     by: String,
-) -> Result<Json<ApprovalRow>, ApiError> {
+) -> Result<ApprovalRow, ApiError> {
     let row = state
         .store(move |s| {
             let Some(a) = s.approval(id)? else {
@@ -130,7 +132,7 @@ async fn decide(
         })
         .await??;
     tracing::info!(approval = id, decision, by = ?row.decided_by, "approval decided");
-    Ok(Json(row))
+    Ok(row)
 }
 
 /// Approves a pending approval (its run goes on at once).
@@ -143,7 +145,7 @@ pub async fn approve(
     Path(id): Path<i64>,
 ) -> Result<Json<ApprovalRow>, ApiError> {
     let by = state.authorize(&headers, Scope::Admin).await?;
-    decide(&state, id, "approved", by.name).await
+    decide(&state, id, "approved", by.name).await.map(Json)
 }
 
 /// Denies a pending approval.
@@ -156,7 +158,7 @@ pub async fn deny(
     Path(id): Path<i64>,
 ) -> Result<Json<ApprovalRow>, ApiError> {
     let by = state.authorize(&headers, Scope::Admin).await?;
-    decide(&state, id, "denied", by.name).await
+    decide(&state, id, "denied", by.name).await.map(Json)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -204,5 +206,7 @@ pub async fn link(
         tracing::warn!(approval = id, "approval link with a wrong token");
         return Err(ApiError::forbidden("this link is not valid"));
     }
-    decide(&state, id, decision, format!("link:{}", a.username)).await
+    decide(&state, id, decision, format!("link:{}", a.username))
+        .await
+        .map(Json)
 }

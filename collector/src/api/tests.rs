@@ -75,6 +75,7 @@ async fn api() -> Api {
             policy: crate::policy::state::PolicyState::new(),
             node: "test-node".into(),
             clustered: false,
+            console_key: Arc::new([1; 32]),
         },
         async {
             let _ = stopped.await;

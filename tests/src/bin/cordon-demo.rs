@@ -9,6 +9,10 @@
 //! three collector nodes on PostgreSQL and Kafka, and kills the node h2's agent is
 //! connected to just before the attack: the agent fails over, and the alert, the Duo
 //! push, the isolation and the incident follow as on one collector.
+//!
+//! At the end it prints the web console's address (forwarded from this machine's
+//! loopback into the lab) and a sign-in token; with `CORDON_DEMO_KEEP=1` (`make demo
+//! KEEP=1`) the lab stays up until Ctrl-C so the scenario can be clicked through.
 use std::time::{Duration, Instant};
 
 use cordon_connectors::standin::duo::Behaviour;
@@ -83,6 +87,88 @@ fn kill_h2s_node(lab: &mut ResponseLab) -> usize {
          timeout passes; what was appended meanwhile waits in Kafka, nothing is lost"
     );
     i
+}
+
+/// Where the console is forwarded to on this machine's loopback.
+const CONSOLE_PORT: u16 = 7470;
+
+/// Forwards 127.0.0.1:`CONSOLE_PORT` on this machine to the collector's console inside
+/// the lab (connections opened from a thread in the lab's namespace), prints the address
+/// and a token, and with `CORDON_DEMO_KEEP=1` waits for Ctrl-C.
+fn console(lab: &ResponseLab) {
+    let keep = std::env::var("CORDON_DEMO_KEEP").is_ok_and(|v| v == "1");
+    let token = lab.c.cordon(&[
+        "token",
+        "create",
+        "--name",
+        "demo-analyst",
+        "--scope",
+        "admin",
+        "--expires-in",
+        "8h",
+        "--json",
+    ]);
+    let token = token["token"].as_str().unwrap_or_default().to_string();
+    let (ns, addr) = lab.c.console();
+    say("The web console");
+    match std::net::TcpListener::bind(("127.0.0.1", CONSOLE_PORT)) {
+        Ok(listener) => {
+            std::thread::spawn(move || forward(listener, ns, addr));
+            println!(
+                "    console: http://127.0.0.1:{CONSOLE_PORT}/console/  (forwarded into the lab)"
+            );
+        }
+        Err(e) => println!(
+            "    (127.0.0.1:{CONSOLE_PORT} is taken: {e}; the console is at {addr} in namespace {ns})"
+        ),
+    }
+    println!("    sign in with the token: {token}");
+    if keep {
+        println!("    the lab stays up (KEEP=1): press Ctrl-C to tear it down");
+        wait_for_interrupt();
+    } else {
+        println!("    (make demo KEEP=1 keeps the lab up to click through it)");
+    }
+}
+
+fn forward(listener: std::net::TcpListener, ns: String, addr: String) {
+    for client in listener.incoming().flatten() {
+        let Ok(upstream) = in_netns(&ns, || std::net::TcpStream::connect(&addr)) else {
+            continue;
+        };
+        for (mut from, mut to) in [
+            (client.try_clone(), upstream.try_clone()),
+            (upstream.try_clone(), client.try_clone()),
+        ]
+        .into_iter()
+        .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+        {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Waits for SIGINT or SIGTERM (whichever thread receives it), so the lab's teardown
+/// runs after it instead of the process dying with the lab up.
+fn wait_for_interrupt() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!();
 }
 
 fn main() {
@@ -244,6 +330,7 @@ fn main() {
     println!("    {} resolved: {notes}", resolved.number);
     cli(c, &["run", "show", &run["id"].to_string()]);
     cli(c, &["audit", "--limit", "8"]);
+    console(&lab);
     lab.stop();
     drop(lab);
     say(&format!(

@@ -1,0 +1,229 @@
+//! Flows: search by host, remote address, port, executable, verdict and time, include a
+//! value with one click, and the live view (server-sent events: rows matching the same
+//! filters appear as they are stored).
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Query, State},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use maud::{Markup, html};
+
+use super::{
+    layout::{badge, or_error, page, time},
+    session::Session,
+};
+use crate::{
+    api::{ApiError, ApiState, flows::FlowQuery},
+    store::FlowRow,
+};
+
+/// The query string for `q` with `key` set to `value` (or removed, for an empty value).
+fn with(q: &FlowQuery, key: &str, value: &str) -> String {
+    let mut pairs: Vec<(&str, String)> = [
+        ("host", &q.host),
+        ("remote_ip", &q.remote_ip),
+        ("port", &q.port),
+        ("exe", &q.exe),
+        ("verdict", &q.verdict),
+        ("since", &q.since),
+        ("until", &q.until),
+        ("limit", &q.limit),
+    ]
+    .into_iter()
+    .filter(|(k, _)| *k != key)
+    .filter_map(|(k, v)| v.clone().filter(|v| !v.is_empty()).map(|v| (k, v)))
+    .collect();
+    if !value.is_empty() {
+        pairs.push((key, value.to_string()));
+    }
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, &v);
+    }
+    ser.finish()
+}
+
+/// Empty form fields mean "no filter".
+fn cleaned(mut q: FlowQuery) -> FlowQuery {
+    for v in [
+        &mut q.host,
+        &mut q.remote_ip,
+        &mut q.port,
+        &mut q.exe,
+        &mut q.verdict,
+        &mut q.since,
+        &mut q.until,
+        &mut q.limit,
+    ] {
+        if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            *v = None;
+        }
+    }
+    q
+}
+
+fn include(q: &FlowQuery, key: &str, value: &str) -> Markup {
+    html! { a.pill href={ "/console/flows?" (with(q, key, value)) } title={ "only " (key) " = " (value) } { "+" } }
+}
+
+fn verdict_badge(v: Option<&str>) -> Markup {
+    match v {
+        Some("permitted") => badge("ok", "permitted"),
+        Some("escaped") => badge("bad", "escaped"),
+        Some("rejected") => badge("warn", "rejected"),
+        Some(other) => badge("off", other),
+        None => badge("off", "no policy"),
+    }
+}
+
+/// One table row (also what the live view sends).
+pub fn row(q: &FlowQuery, f: &FlowRow) -> Markup {
+    let port = if f.direction == "inbound" {
+        f.local_port
+    } else {
+        f.remote_port
+    };
+    html! {
+        tr data-port=(port) {
+            td.mono title=(time(f.first_seen_ns)) { (time(f.last_seen_ns)) }
+            td { (f.host) (include(q, "host", &f.host)) }
+            td { (f.direction) }
+            td { (f.proto) }
+            td.mono { (f.local_ip) ":" (f.local_port) }
+            td.mono { (f.remote_ip) ":" (f.remote_port) (include(q, "remote_ip", &f.remote_ip)) }
+            td { (port) (include(q, "port", &port.to_string())) }
+            td.mono { @if let Some(e) = &f.exe { (e) (include(q, "exe", e)) } @else { span.muted { "unattributed" } } }
+            td.num { (f.bytes_out) " / " (f.bytes_in) }
+            td { (verdict_badge(f.policy_verdict.as_deref()))
+                 @if let Some(r) = &f.policy_rule { br; span.muted { (r) } } }
+        }
+    }
+}
+
+fn filters(q: &FlowQuery) -> Markup {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    html! {
+        form.filters #filters method="get" action="/console/flows" {
+            label { "Host" input name="host" value=(v(&q.host)) size="14"; }
+            label { "Remote IP" input name="remote_ip" value=(v(&q.remote_ip)) size="14"; }
+            label { "Port" input name="port" value=(v(&q.port)) size="6"; }
+            label { "Executable" input name="exe" value=(v(&q.exe)) size="22"; }
+            label { "Verdict" select name="verdict" {
+                @for (val, text) in [("", "any"), ("permitted", "permitted"), ("escaped", "escaped"), ("rejected", "rejected")] {
+                    option value=(val) selected[q.verdict.as_deref().unwrap_or("") == val] { (text) }
+                }
+            } }
+            label { "Since" input name="since" value=(v(&q.since)) size="10" placeholder="15m, RFC 3339"; }
+            label { "Until" input name="until" value=(v(&q.until)) size="10"; }
+            label { "Rows" input name="limit" value=(v(&q.limit)) size="5" placeholder="100"; }
+            button.primary type="submit" { "Search" }
+            a href="/console/flows" { "Clear" }
+        }
+    }
+}
+
+/// `GET /console/flows`.
+pub async fn search(
+    State(state): State<ApiState>,
+    s: Session,
+    Query(q): Query<FlowQuery>,
+) -> Response {
+    let q = cleaned(q);
+    let r = async {
+        let filter = q.filter(std::time::SystemTime::now())?;
+        let rows = state.store(move |st| st.flows(&filter)).await?;
+        Ok::<_, ApiError>(page(
+            &s,
+            "Flows",
+            "flows",
+            html! {
+                h1 { "Flows" }
+                (filters(&q))
+                p {
+                    label { input type="checkbox" #live checked
+                        data-src={ "/console/flows/live?" (with(&q, "limit", "")) }; " Live: new flows appear at the top" }
+                    " · " span.muted #count { (rows.len()) " shown, newest first" }
+                }
+                table #flows {
+                    thead { tr {
+                        th { "Last seen (UTC)" } th { "Host" } th { "Dir" } th { "Proto" } th { "Local" }
+                        th { "Remote" } th { "Port" } th { "Process" } th.num { "Bytes out / in" } th { "Verdict" }
+                    } }
+                    tbody #flow-rows { @for f in &rows { (row(&q, f)) } }
+                }
+            },
+        ))
+    }
+    .await;
+    or_error(&s, r)
+}
+
+/// `GET /console/flows/live`: rows stored after the stream opened that match the
+/// filters, once a second as an SSE `flow` event.
+pub async fn live(
+    State(state): State<ApiState>,
+    _s: Session,
+    Query(q): Query<FlowQuery>,
+) -> Response {
+    let q = cleaned(q);
+    let mut filter = match q.filter(std::time::SystemTime::now()) {
+        Ok(f) => f,
+        Err(e) => return (e.status(), e.message().to_string()).into_response(),
+    };
+    filter.limit = 200;
+    let mut after = crate::ingest::now_ns();
+    let stream = async_stream(move |tx| async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let mut f = filter.clone();
+            f.since_ns = Some(f.since_ns.unwrap_or(0).max(after + 1));
+            let Ok(mut rows) = state.store(move |st| st.flows(&f)).await else {
+                continue;
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            after = rows.iter().map(|r| r.last_seen_ns).max().unwrap_or(after);
+            rows.reverse();
+            let html: String = rows.iter().map(|r| row(&q, r).into_string()).collect();
+            if tx
+                .send(Event::default().event("flow").data(html))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// A stream fed by a task through a small channel; the task ends when the client goes.
+fn async_stream<F, Fut>(f: F) -> impl futures_core::Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(f(tx));
+    ReceiverStream(rx)
+}
+
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Event>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<Event, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(Ok))
+    }
+}
