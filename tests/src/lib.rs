@@ -31,6 +31,7 @@ pub mod kafka_broker;
 pub mod procstat;
 pub mod response_lab;
 pub mod simagent;
+pub mod synth_dc;
 
 pub use agent::Agent;
 

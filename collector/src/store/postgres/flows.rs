@@ -20,6 +20,12 @@ impl FlowStore for PgStore {
                     f.policy_version
              FROM flows f JOIN hosts h ON h.id = f.host_id WHERE true",
         );
+        // Literals, so even a generic plan uses the partial index flows_violations.
+        if let Some(v @ ("escaped" | "rejected")) = f.verdict.as_deref() {
+            sql.push_str(&format!(
+                " AND f.policy_verdict IN ('escaped', 'rejected') AND f.policy_verdict = '{v}'"
+            ));
+        }
         let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
         let mut add = |clause: &str, value: Box<dyn ToSql + Sync>| {
             args.push(value);
@@ -28,7 +34,7 @@ impl FlowStore for PgStore {
         };
         if let Some(h) = &f.host {
             add(
-                " AND (h.agent_id = $ OR h.host_name = $)",
+                " AND f.host_id IN (SELECT id FROM hosts WHERE agent_id = $ OR host_name = $)",
                 Box::new(h.clone()),
             );
         }
@@ -44,8 +50,9 @@ impl FlowStore for PgStore {
         if let Some(exe) = &f.exe {
             add(" AND f.exe = $", Box::new(exe.clone()));
         }
-        if let Some(v) = &f.verdict {
-            add(" AND f.policy_verdict = $", Box::new(v.clone()));
+        match f.verdict.as_deref() {
+            Some("escaped" | "rejected") | None => {}
+            Some(v) => add(" AND f.policy_verdict = $", Box::new(v.to_string())),
         }
         if let Some(t) = f.since_ns {
             add(" AND f.last_seen_ns >= $", Box::new(ns(t)));
