@@ -101,6 +101,23 @@ impl ApiState {
     }
 }
 
+#[cfg(test)]
+impl ApiState {
+    /// A single collector's state over `store`, for the API's and the console's tests.
+    pub(crate) fn for_tests(store: Arc<Mutex<Store>>) -> Self {
+        ApiState {
+            store,
+            live: Arc::new(Live::default()),
+            metrics: Arc::new(Metrics::new()),
+            metrics_need_token: false,
+            policy: crate::policy::state::PolicyState::new(),
+            node: "test-node".into(),
+            clustered: false,
+            console_key: Arc::new(crate::console::session::key_from_ca("test CA key")),
+        }
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))

@@ -65,22 +65,9 @@ async fn api() -> Api {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        ApiState {
-            store: store.clone(),
-            live: Arc::new(Live::default()),
-            metrics: Arc::new(Metrics::new()),
-            metrics_need_token: false,
-            policy: crate::policy::state::PolicyState::new(),
-            node: "test-node".into(),
-            clustered: false,
-            console_key: Arc::new([1; 32]),
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(serve(listener, ApiState::for_tests(store.clone()), async {
+        let _ = stopped.await;
+    }));
     Api {
         base,
         admin,

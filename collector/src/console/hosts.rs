@@ -22,16 +22,6 @@ use crate::{
     store::HostRow,
 };
 
-fn proto(p: &cordon_wire::Proto) -> String {
-    match p {
-        cordon_wire::Proto::Tcp => "tcp".into(),
-        cordon_wire::Proto::Udp => "udp".into(),
-        cordon_wire::Proto::Icmp => "icmp".into(),
-        cordon_wire::Proto::Icmpv6 => "icmpv6".into(),
-        cordon_wire::Proto::Other(n) => n.to_string(),
-    }
-}
-
 fn state_badges(h: &Host) -> Markup {
     html! {
         @if h.row.revoked { (badge("bad", "revoked")) " " }
@@ -173,7 +163,7 @@ pub async fn show(State(state): State<ApiState>, s: Session, Path(id): Path<Stri
                     table #listening {
                         thead { tr { th { "Proto" } th { "Address" } th { "Process" } th { "User" } th { "Command line" } } }
                         tbody { @for l in &inv.listening { tr {
-                            td { (proto(&l.proto)) }
+                            td { (crate::store::proto_name(l.proto)) }
                             td.mono { (l.local.to_string()) }
                             td { @if let Some(p) = &l.process { (p.exe.as_deref().unwrap_or(&p.comm)) " " span.muted { "pid " (p.pid) } } }
                             td { @if let Some(p) = &l.process { (p.user.clone().unwrap_or_else(|| p.uid.to_string())) } }

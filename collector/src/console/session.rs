@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     api::ApiState,
     store::{Scope, TokenInfo},
+    tokens::{hex, same},
 };
 
 pub const COOKIE: &str = "cordon_session";
@@ -44,19 +45,6 @@ fn mac(key: &[u8; 32], parts: &[&str]) -> String {
         m.update(b"\0");
     }
     hex(&m.finalize().into_bytes())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Constant-time comparison of two strings.
-pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// The cookie value for a session of the token with hash `token_hash`, from `now_s`.
@@ -221,14 +209,10 @@ impl FromRequestParts<ApiState> for Session {
         let hash = verify(&state.console_key, value, now_s()).ok_or(Refused::SignIn)?;
         let csrf = csrf_for(&state.console_key, value);
         let now = crate::ingest::now_ns();
-        let store = state.store.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            let mut s = store.lock().map_err(|_| Refused::Unavailable)?;
-            s.use_token(&hash, Scope::Read, now)
-                .map_err(|_| Refused::Unavailable)
-        })
-        .await
-        .map_err(|_| Refused::Unavailable)??;
+        let checked = state
+            .store(move |s| s.use_token(&hash, Scope::Read, now))
+            .await
+            .map_err(|_| Refused::Unavailable)?;
         match checked {
             Ok(token) => Ok(Session { token, csrf }),
             Err(refusal) => {

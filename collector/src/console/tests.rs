@@ -5,8 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::{
     api::{ApiState, NewToken, create_token, serve},
-    ingest::Live,
-    metrics::Metrics,
     store::Store,
 };
 
@@ -74,22 +72,9 @@ async fn console() -> Console {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        ApiState {
-            store: store.clone(),
-            live: Arc::new(Live::default()),
-            metrics: Arc::new(Metrics::new()),
-            metrics_need_token: false,
-            policy: crate::policy::state::PolicyState::new(),
-            node: "test-node".into(),
-            clustered: false,
-            console_key: Arc::new(super::session::key_from_ca("test CA key")),
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(serve(listener, ApiState::for_tests(store.clone()), async {
+        let _ = stopped.await;
+    }));
     Console {
         base,
         admin,

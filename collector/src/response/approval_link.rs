@@ -29,10 +29,5 @@ pub fn url(base: &str, approval: i64, token: &str) -> String {
 
 /// Compares a presented token with the stored hash in constant time.
 pub fn matches(token: &str, stored_hash: &str) -> bool {
-    let h = hash(token);
-    h.len() == stored_hash.len()
-        && h.bytes()
-            .zip(stored_hash.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    crate::tokens::same(&hash(token), stored_hash)
 }
