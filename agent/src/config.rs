@@ -88,7 +88,7 @@ pub struct UplinkConfig {
     pub server_name: String,
     /// Dead-peer detection, in milliseconds (1000 to 10000): a collector silent this long
     /// is taken for dead and the next one is tried at once; a handshake with no answer is
-    /// given up after as long. The agent sends keep-alives every third of it.
+    /// given up after as long. The agent sends keep-alives every quarter of it.
     pub dead_after_ms: u64,
     /// The collector's CA certificate (PEM), saved at enrollment.
     pub ca_file: PathBuf,

@@ -250,11 +250,14 @@ async fn a_collector_outage_loses_nothing_and_dead_addresses_are_skipped() {
     );
     assert_eq!(uplink.spool.drops.full_records, 0);
     assert!(uplink.stats.connects >= 2, "{:?}", uplink.stats);
+    // The dead address first tried is outrun by the live one (its attempt is abandoned,
+    // not failed); during the outage every attempt fails.
     assert!(
-        uplink.stats.connect_failures >= 2,
-        "the dead address and the outage: {:?}",
+        uplink.stats.connect_failures >= 1,
+        "the outage: {:?}",
         uplink.stats
     );
+    assert!(uplink.stats.rounds_failed >= 1, "{:?}", uplink.stats);
     assert!(uplink.stats.sessions_lost >= 1, "{:?}", uplink.stats);
     // Back on the same collector: not a failover.
     assert_eq!(uplink.stats.failovers, 0, "{:?}", uplink.stats);
@@ -449,6 +452,71 @@ async fn when_its_collector_is_killed_the_agent_streams_to_another_node_within_5
         "no backoff wait: {:?}",
         uplink.stats
     );
+    b_endpoint.close(0u32.into(), b"done");
+    b_task.abort();
+}
+
+/// The node after the lost one is down without a word (a host that is off: no answer, not
+/// even a refusal). Attempts overlap, so the agent does not wait out a whole handshake
+/// timeout on it before trying the next node: it is on the third node well within twice
+/// `dead_after` (what one attempt after the other needed).
+#[tokio::test]
+async fn a_silent_node_next_in_line_does_not_hold_up_the_failover() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let collectors = Collectors::new(tmp.path());
+    let mut a = Node::start(&collectors, &collectors.server_cert(&["127.0.0.1"])).await;
+    // Bound and never read: datagrams to it vanish, as to a host that is off.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let b_cert = collectors.server_cert(&["127.0.0.3"]);
+    let (b_endpoint, b_task, b) = collectors.start(&b_cert, SocketAddr::from(([127, 0, 0, 3], 0)));
+    let b_addr = b_endpoint.local_addr().expect("addr");
+    let configured = vec![
+        Collector::new(a.addr.into(), ""),
+        Collector::new(silent_addr.into(), ""),
+        Collector::new(b_addr.into(), ""),
+    ];
+    let candidates = KnownAddrs::default().resolve(&configured).await;
+    let agent_id = id_starting_at(&candidates, a.addr);
+    let dead_after = Duration::from_millis(cordon_agent::config::DEFAULT_DEAD_AFTER_MS);
+    let mut uplink = uplink(
+        tmp.path(),
+        configured,
+        &agent_id,
+        collectors.enrol(&agent_id),
+        dead_after,
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let agent = tokio::spawn(async move {
+        uplink.run(rx).await.expect("uplink");
+        uplink
+    });
+    tx.send(vec![record(0)]).await.expect("send");
+    wait_for("the first flow on A", || collectors.flows() == 1).await;
+    assert!(b.live.get(&agent_id).is_none(), "the agent started on B");
+
+    let killed = a.kill().await;
+    let on_b = loop {
+        let since = killed.elapsed();
+        if b.live.get(&agent_id).is_some() {
+            break since;
+        }
+        assert!(since < dead_after * 2, "not on B {since:?} after the kill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("on B {on_b:?} after A was killed (dead_after {dead_after:?}), past a silent node");
+    assert!(
+        on_b < dead_after + Duration::from_millis(1500),
+        "on B only {on_b:?} after the kill: the silent node held the agent up"
+    );
+    tx.send(vec![record(1)]).await.expect("send");
+    wait_for("the second flow, on B", || collectors.flows() == 2).await;
+    drop(tx);
+    let uplink = agent.await.expect("agent task");
+    assert_eq!(uplink.stats.failovers, 1, "{:?}", uplink.stats);
+    assert_eq!(uplink.stats.rounds_failed, 0, "{:?}", uplink.stats);
+    drop(silent);
     b_endpoint.close(0u32.into(), b"done");
     b_task.abort();
 }

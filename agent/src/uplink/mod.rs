@@ -2,8 +2,9 @@
 //! collector acknowledges them, so an outage or a restart loses nothing up to the spool's
 //! size. The collectors (the nodes of a cluster) are tried in the order [`order`] sets:
 //! from the agent's home node, round-robin. A session that is lost (the collector silent
-//! for `dead_after`, or gone) moves on to the next collector at once; only after a whole
-//! round failed does the agent back off, exponentially with jitter. Batches are spooled
+//! for `dead_after`, or gone) moves on to the next collector at once, and attempts within a
+//! round overlap ([`Uplink::open_first`]), so a dead node costs a quarter of a second; only
+//! after a whole round failed does the agent back off, exponentially with jitter. Batches are spooled
 //! all the while, and what the old collector did not acknowledge goes to the new one.
 mod address;
 mod backoff;
@@ -34,6 +35,9 @@ use order::Start;
 /// The longest a collector may take to answer the agent's Hello once the handshake is
 /// done; a node that takes connections but does not answer is passed over.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection attempt has before the next candidate's starts alongside it.
+const ATTEMPT_STAGGER: Duration = Duration::from_millis(250);
 
 /// Who this agent says it is in its Hello.
 #[derive(Clone, Debug)]
@@ -89,6 +93,16 @@ pub struct Uplink {
     pub isolation: std::sync::Arc<crate::enforce::IsolationView>,
 }
 
+/// What [`Uplink::open_first`] came to.
+enum Opened {
+    /// A session with candidate `.0`.
+    Session(usize, Session),
+    /// Every candidate it was given failed.
+    NoneLeft,
+    /// The agent is stopping.
+    Stop,
+}
+
 /// How an established session ended.
 enum Ended {
     /// The agent is stopping.
@@ -138,16 +152,15 @@ impl Uplink {
             // Names are looked up again at every round.
             let candidates = self.known.resolve(&self.collectors).await;
             let addrs: Vec<SocketAddr> = candidates.iter().map(|c| c.addr).collect();
-            for i in order::round(hash, &start, &addrs) {
-                let target = &candidates[i];
-                let session = match self.open(&endpoint, target, &mut records).await {
-                    Ok(Some(s)) => s,
-                    Ok(None) => return Self::stop(&endpoint).await,
-                    Err(reason) => {
-                        self.stats.connect_failures += 1;
-                        tracing::warn!(collector = %target, %reason, "cannot connect to the collector; trying the next one");
-                        continue;
-                    }
+            let mut left = order::round(hash, &start, &addrs);
+            while !left.is_empty() {
+                let (target, session) = match self
+                    .open_first(&endpoint, &candidates, &mut left, &mut records)
+                    .await
+                {
+                    Opened::Session(i, s) => (&candidates[i], s),
+                    Opened::Stop => return Self::stop(&endpoint).await,
+                    Opened::NoneLeft => break,
                 };
                 self.connected(target, lost.take());
                 let since = Instant::now();
@@ -179,6 +192,79 @@ impl Uplink {
             start = Start::Home;
             if !self.wait_spooling(wait, &mut records).await {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Opens a session with the first of `left` (indices into `candidates`, in the order
+    /// they are to be tried) that answers. Attempts overlap, as in Happy Eyeballs (RFC
+    /// 8305): the next one starts when the ones in flight have not completed their
+    /// handshake within [`ATTEMPT_STAGGER`], or at once when one fails, so a dead node
+    /// costs a quarter of a second instead of `dead_after`, while a live node earlier in
+    /// the order, answering promptly, still wins. The candidates that failed, and the one
+    /// a session was opened with, are removed from `left`; batches arriving meanwhile are
+    /// spooled.
+    async fn open_first(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        candidates: &[Candidate],
+        left: &mut Vec<usize>,
+        records: &mut mpsc::Receiver<Vec<FlowRecord>>,
+    ) -> Opened {
+        'race: loop {
+            let mut attempts = tokio::task::JoinSet::new();
+            let mut started = 0;
+            let conn = loop {
+                if started < left.len() && attempts.is_empty() {
+                    attempts.spawn(handshake(
+                        endpoint.clone(),
+                        candidates[left[started]].clone(),
+                        left[started],
+                        self.dead_after,
+                    ));
+                    started += 1;
+                }
+                if attempts.is_empty() {
+                    return Opened::NoneLeft;
+                }
+                let stagger = tokio::time::sleep(ATTEMPT_STAGGER);
+                tokio::select! {
+                    done = attempts.join_next() => match done {
+                        Some(Ok((i, Ok(conn)))) => break (i, conn),
+                        Some(Ok((i, Err(reason)))) => {
+                            self.stats.connect_failures += 1;
+                            tracing::warn!(collector = %candidates[i], %reason, "cannot connect to the collector; trying the next one");
+                            left.retain(|c| *c != i);
+                            started -= 1;
+                        }
+                        // A handshake task does not panic; if one did, it counts as failed.
+                        Some(Err(e)) => tracing::error!(error = %e, "a connection attempt ended abnormally"),
+                        None => {}
+                    },
+                    _ = stagger, if started < left.len() => {
+                        attempts.spawn(handshake(endpoint.clone(), candidates[left[started]].clone(), left[started], self.dead_after));
+                        started += 1;
+                    }
+                    batch = records.recv() => match batch {
+                        Some(b) => {
+                            self.spool_batch(b);
+                        }
+                        None => return Opened::Stop,
+                    },
+                }
+            };
+            // The others still in flight are dropped with the set, which closes them.
+            drop(attempts);
+            let (i, conn) = conn;
+            left.retain(|c| *c != i);
+            match self.open(conn, records).await {
+                Ok(Some(session)) => return Opened::Session(i, session),
+                Ok(None) => return Opened::Stop,
+                Err(reason) => {
+                    self.stats.connect_failures += 1;
+                    tracing::warn!(collector = %candidates[i], %reason, "the collector did not open a session; trying the next one");
+                    continue 'race;
+                }
             }
         }
     }
@@ -247,25 +333,28 @@ impl Uplink {
         })
     }
 
-    /// Connects to `target` up to its Welcome, then sends what a session starts with;
-    /// batches that arrive meanwhile are spooled. `Ok(None)`: the agent is stopping.
+    /// Greets the collector over `conn` up to its Welcome, then sends what a session
+    /// starts with; batches that arrive meanwhile are spooled. `Ok(None)`: the agent is
+    /// stopping.
     async fn open(
         &mut self,
-        endpoint: &quinn::Endpoint,
-        target: &Candidate,
+        conn: quinn::Connection,
         records: &mut mpsc::Receiver<Vec<FlowRecord>>,
     ) -> Result<Option<Session>, String> {
-        let handshake = establish(endpoint, target, self.hello(), self.dead_after);
-        tokio::pin!(handshake);
-        let (conn, mut send, recv, welcome) = loop {
-            tokio::select! {
-                res = &mut handshake => break res?,
-                batch = records.recv() => match batch {
-                    Some(b) => {
-                        self.spool_batch(b);
-                    }
-                    None => return Ok(None),
-                },
+        let hello = self.hello();
+        let (mut send, recv, welcome) = {
+            let greeting = greet(&conn, hello);
+            tokio::pin!(greeting);
+            loop {
+                tokio::select! {
+                    res = &mut greeting => break res?,
+                    batch = records.recv() => match batch {
+                        Some(b) => {
+                            self.spool_batch(b);
+                        }
+                        None => return Ok(None),
+                    },
+                }
             }
         };
         self.spool
@@ -395,28 +484,30 @@ impl Uplink {
     }
 }
 
-/// The handshake (given up after `dead_after`), then Hello and the collector's Welcome.
-async fn establish(
-    endpoint: &quinn::Endpoint,
-    target: &Candidate,
-    hello: Message,
+/// The QUIC handshake with `target` (candidate `index`), given up after `dead_after`.
+async fn handshake(
+    endpoint: quinn::Endpoint,
+    target: Candidate,
+    index: usize,
     dead_after: Duration,
-) -> Result<
-    (
-        quinn::Connection,
-        quinn::SendStream,
-        quinn::RecvStream,
-        Welcome,
-    ),
-    String,
-> {
-    let connecting = endpoint
-        .connect(target.addr, &target.server_name)
-        .map_err(|e| e.to_string())?;
-    let conn = tokio::time::timeout(dead_after, connecting)
-        .await
-        .map_err(|_| format!("no handshake within {dead_after:?}"))?
-        .map_err(|e| e.to_string())?;
+) -> (usize, Result<quinn::Connection, String>) {
+    let res = async {
+        let connecting = endpoint
+            .connect(target.addr, &target.server_name)
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(dead_after, connecting)
+            .await
+            .map_err(|_| format!("no handshake within {dead_after:?}"))?
+            .map_err(|e| e.to_string())
+    };
+    (index, res.await)
+}
+
+/// Hello, then the collector's Welcome (within [`WELCOME_TIMEOUT`]).
+async fn greet(
+    conn: &quinn::Connection,
+    hello: Message,
+) -> Result<(quinn::SendStream, quinn::RecvStream, Welcome), String> {
     let greet = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         write_message(&mut send, &hello)
@@ -428,10 +519,9 @@ async fn establish(
             Err(e) => Err(e.to_string()),
         }
     };
-    let (send, recv, welcome) = tokio::time::timeout(WELCOME_TIMEOUT, greet)
+    tokio::time::timeout(WELCOME_TIMEOUT, greet)
         .await
-        .map_err(|_| format!("no Welcome within {WELCOME_TIMEOUT:?}"))??;
-    Ok((conn, send, recv, welcome))
+        .map_err(|_| format!("no Welcome within {WELCOME_TIMEOUT:?}"))?
 }
 
 /// Sends an already encoded message body as one frame.
