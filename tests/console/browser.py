@@ -79,6 +79,26 @@ def phase_live(page, host, port):
         sys.exit(f"filtered by port {port}, the table shows ports {ports}")
     say(f"filter: {len(ports)} rows, all port {port}")
     shot(page, "flows-filtered")
+    # The chart and the tops count the escaped flow; the port is among the most escaped.
+    expect(page.locator("#flow-chart")).to_contain_text("escaped")
+    expect(page.locator("#top-escaped")).to_contain_text(str(port))
+    expect(page.locator("#top-hosts")).to_contain_text(host)
+    # A flow's whole record: the process behind it, with its command line and user.
+    page.locator("#flow-rows tr").first.locator("td a").first.click()
+    expect(page).to_have_url(re.compile(r"/console/flows/\d+$"))
+    expect(page.locator("#cmdline")).to_contain_text("curl")
+    expect(page.locator("#flow-detail")).to_contain_text("Packets out / in")
+    shot(page, "flow-record")
+    say(f"record: {page.locator('#cmdline').inner_text()[:60]!r}")
+    # Exclude the port with one click: none of its rows are left.
+    page.go_back()
+    page.goto(f"{BASE}/console/flows?host={host}")
+    page.locator(f"#flow-rows tr[data-port='{port}']").first.locator("a.pill[title^='all but port']").click()
+    expect(page).to_have_url(re.compile(rf"not_port={port}"))
+    left = page.locator("#flow-rows tr").evaluate_all("rs => rs.map(r => r.dataset.port)")
+    if str(port) in left:
+        sys.exit(f"port {port} excluded, the table still shows it: {left}")
+    say(f"exclude: {len(left)} rows, none of port {port}")
 
 
 def phase_isolate(page, host):
@@ -173,6 +193,53 @@ def phase_review(page, version):
     expect(page.locator("#changes")).to_be_visible()
     shot(page, "policy-diff")
     say(f"review: approved group {names[0]} and rule {names[1]}, published v{version}")
+
+
+def phase_check(page, version, host, remote_ip):
+    """What would the policy say: the allowed port and another, for a hypothetical flow."""
+    sign_in(page, "READ_TOKEN")
+    page.goto(f"{BASE}/console/policy/{version}")
+    for port, want in [("8080", "allowed"), ("9191", "denied")]:
+        page.fill("#check input[name=host]", host)
+        page.select_option("#check select[name=direction]", "outbound")
+        page.fill("#check input[name=remote_ip]", remote_ip)
+        page.fill("#check input[name=port]", port)
+        page.click("#check button[type=submit]")
+        expect(page.locator("#verdict")).to_contain_text(want)
+        say(f"check: {host} -> {remote_ip}:{port} {want} by {page.locator('#rule').inner_text()}")
+    shot(page, "policy-check")
+
+
+def phase_map(page, version, groups):
+    """The service map of a policy with many groups: laid out without overlapping boxes,
+    and a click on a group lists its rules."""
+    sign_in(page, "READ_TOKEN")
+    page.goto(f"{BASE}/console/policy/{version}")
+    page.click("#map-link")
+    expect(page.locator("#map[data-ready='1']")).to_be_attached(timeout=30_000)
+    n = page.evaluate("() => window.cordonMap.nodes().length")
+    e = page.evaluate("() => window.cordonMap.edges().length")
+    if n < int(groups):
+        sys.exit(f"the map shows {n} groups, the policy has {groups}")
+    overlaps = page.evaluate("""() => {
+        const bb = window.cordonMap.nodes().map(n => n.boundingBox({includeLabels: true}));
+        let k = 0;
+        for (let i = 0; i < bb.length; i++) for (let j = i + 1; j < bb.length; j++) {
+            const a = bb[i], b = bb[j];
+            if (a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2) k++;
+        }
+        return k;
+    }""")
+    if overlaps:
+        sys.exit(f"{overlaps} pairs of groups overlap on the map")
+    ms = page.locator("#map").get_attribute("data-layout-ms")
+    shot(page, "service-map")
+    first = page.evaluate("() => window.cordonMap.edges()[0].data()")
+    page.fill("#map-query", first["source"])
+    page.click("#map-find button[type=submit]")
+    expect(page.locator("#map-info")).to_contain_text(first["id"])
+    shot(page, "service-map-group")
+    say(f"map: {n} groups, {e} rules, no overlaps, laid out in {ms} ms; {first['source']} shows {first['id']}")
 
 
 def phase_readonly(page, host):

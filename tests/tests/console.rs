@@ -23,6 +23,38 @@ const PLAYBOOK: &str = "name: ask-on-console\ntrigger:\n  type: COMPLIANCE\n  se
 
 const POLICY: &str = "name: console\ngroups:\n  web:\n    label: {role: web}\n  clients:\n    label: {role: client}\nrules:\n  - name: clients-to-web\n    consumer: clients\n    provider: web\n    ports: [tcp/8080]\n    action: allow\ncatch_all:\n  - action: deny\n    severity: HIGH\n";
 
+/// A policy of `apps` applications of four tiers each (lb → web → api → db) and one
+/// monitoring group allowed to every group: `4 × apps + 1` groups.
+fn big_policy(apps: usize) -> String {
+    let tiers = ["lb", "web", "api", "db"];
+    let ports = ["tcp/443", "tcp/8080", "tcp/9000", "tcp/5432"];
+    let mut y =
+        String::from("name: many-groups\ngroups:\n  monitoring:\n    label: {role: monitoring}\n");
+    for a in 0..apps {
+        for t in tiers {
+            y.push_str(&format!(
+                "  app{a:02}-{t}:\n    label: {{app: app{a:02}, tier: {t}}}\n"
+            ));
+        }
+    }
+    y.push_str("rules:\n");
+    for a in 0..apps {
+        for (i, pair) in tiers.windows(2).enumerate() {
+            y.push_str(&format!(
+                "  - name: app{a:02}-{}-to-{}\n    consumer: app{a:02}-{}\n    provider: app{a:02}-{}\n    ports: [{}]\n    action: allow\n",
+                pair[0], pair[1], pair[0], pair[1], ports[i + 1]
+            ));
+        }
+        for t in tiers {
+            y.push_str(&format!(
+                "  - name: scrape-app{a:02}-{t}\n    consumer: monitoring\n    provider: app{a:02}-{t}\n    ports: [tcp/9100]\n    action: allow\n"
+            ));
+        }
+    }
+    y.push_str("catch_all:\n  - action: deny\n    severity: HIGH\n");
+    y
+}
+
 fn script() -> String {
     cordon_tests::workspace()
         .join("tests/console/browser.py")
@@ -186,6 +218,30 @@ fn the_console_in_a_real_browser_signs_in_shows_flows_live_and_isolates_a_host()
     let learned = c.cordon(&["learn", "--since", "10m", "--json"]);
     let version = learned["version"].as_i64().expect("the draft's version");
     phase(&c, &read_token, &shots, "review", &[&version.to_string()]);
+    // What would the lab's policy (v1) say about h2 → h1 on the allowed port and another.
+    phase(&c, &read_token, &shots, "check", &["1", "h2", &h1.ip]);
+
+    // The service map of a policy of 121 groups (30 applications of 4 tiers, and a
+    // monitoring group that scrapes every one of them).
+    let map_file = c.dir.join("map-policy.yaml");
+    std::fs::write(&map_file, big_policy(30)).expect("map policy");
+    c.cordon(&["policy", "apply", &map_file.to_string_lossy()]);
+    let map_version = c
+        .cordon(&["policy", "list", "--json"])
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .max()
+        .expect("the map policy's version");
+    phase(
+        &c,
+        &read_token,
+        &shots,
+        "map",
+        &[&map_version.to_string(), "121"],
+    );
+
     let list = c.cordon(&["policy", "list", "--json"]);
     let published: Vec<_> = list
         .as_array()
@@ -206,6 +262,10 @@ fn the_console_in_a_real_browser_signs_in_shows_flows_live_and_isolates_a_host()
         "alerts",
         "response",
         "audit",
+        "flow-record",
+        "policy-check",
+        "service-map",
+        "service-map-group",
     ] {
         let p = shots.join(format!("{shot}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);

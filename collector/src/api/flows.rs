@@ -9,7 +9,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, error::ErrorBody};
-use crate::store::{FlowFilter, FlowRow, MAX_FLOW_LIMIT, Scope};
+use crate::store::{FlowDetail, FlowExclude, FlowFilter, FlowRow, MAX_FLOW_LIMIT, Scope};
 
 /// Filters; all given ones must match. Newest flows first.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -33,6 +33,14 @@ pub struct FlowQuery {
     pub limit: Option<String>,
     /// Compliance verdict: permitted, escaped or rejected.
     pub verdict: Option<String>,
+    /// Leave out this host (agent id or host name).
+    pub not_host: Option<String>,
+    /// Leave out this remote address.
+    pub not_remote_ip: Option<String>,
+    /// Leave out flows with this port on either side.
+    pub not_port: Option<String>,
+    /// Leave out this executable (unattributed flows stay).
+    pub not_exe: Option<String>,
 }
 
 /// A point in time as Unix ns; `name` is the parameter, for the error.
@@ -99,6 +107,16 @@ impl FlowQuery {
                 .map(|v| parse_time("until", v, now))
                 .transpose()?,
             limit: limit.unwrap_or(0),
+            exclude: FlowExclude {
+                host: self.not_host.clone(),
+                remote_ip: parse(
+                    "not_remote_ip",
+                    self.not_remote_ip.as_deref(),
+                    "an IP address",
+                )?,
+                port: parse("not_port", self.not_port.as_deref(), "a port (0-65535)")?,
+                exe: self.not_exe.clone(),
+            },
         })
     }
 }
@@ -116,4 +134,20 @@ pub async fn query(
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = q.filter(SystemTime::now())?;
     Ok(Json(state.store(move |s| s.flows(&filter)).await?))
+}
+
+/// One stored flow record, whole: process (cmdline, user, cgroup), counters both ways.
+#[utoipa::path(get, path = "/api/v1/flows/{id}", tag = "flows", security(("token" = [])),
+    params(("id" = i64, Path, description = "The record's id, as a search returns it")),
+    responses((status = 200, body = FlowDetail), (status = 404, body = ErrorBody)))]
+pub async fn one(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Json<FlowDetail>, ApiError> {
+    state.authorize(&headers, Scope::Read).await?;
+    match state.store(move |s| s.flow(id)).await? {
+        Some(f) => Ok(Json(f)),
+        None => Err(ApiError::not_found(format!("no flow record {id}"))),
+    }
 }

@@ -148,6 +148,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts/{key}/mute", post(alerts::mute))
         .route("/api/v1/alerts/{key}/unmute", post(alerts::unmute))
         .route("/api/v1/flows", get(flows::query))
+        .route("/api/v1/flows/{id}", get(flows::one))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/approvals", get(runs::approvals))

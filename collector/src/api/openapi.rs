@@ -25,7 +25,7 @@ impl Modify for BearerToken {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cordon collector API", description = "Hosts, flows and tokens of a Cordon collector. Times are Unix nanoseconds."),
-    paths(super::health, hosts::list, hosts::show, hosts::revoke, hosts::labels, flows::query,
+    paths(super::health, hosts::list, hosts::show, hosts::revoke, hosts::labels, flows::query, flows::one,
         tokens::create, tokens::list, tokens::revoke, policies::apply, policies::list,
         policies::show, policies::diff, policies::publish, alerts::list, alerts::snooze,
         alerts::mute, alerts::unmute, commands::isolate, commands::release, commands::list,

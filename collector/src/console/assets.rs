@@ -1,5 +1,5 @@
-//! The console's static files, embedded in the binary: htmx (vendored from the npm
-//! registry with its licence, `collector/web/vendor/`), the console's own stylesheet and
+//! The console's static files, embedded in the binary: htmx, cytoscape.js, dagre and
+//! cytoscape-dagre (vendored from the npm registry with their licences, `collector/web/vendor/`), the console's own stylesheet and
 //! script. Served with a long cache lifetime under a versioned path.
 use axum::{
     extract::Path,
@@ -20,6 +20,41 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "htmx.LICENSE.txt",
         "text/plain; charset=utf-8",
         include_bytes!("../../web/vendor/htmx/LICENSE"),
+    ),
+    (
+        "cytoscape.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/vendor/cytoscape/cytoscape.min.js"),
+    ),
+    (
+        "cytoscape.LICENSE.txt",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../web/vendor/cytoscape/LICENSE"),
+    ),
+    (
+        "dagre.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/vendor/dagre/dagre.min.js"),
+    ),
+    (
+        "dagre.LICENSE.txt",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../web/vendor/dagre/LICENSE"),
+    ),
+    (
+        "cytoscape-dagre.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/vendor/cytoscape-dagre/cytoscape-dagre.js"),
+    ),
+    (
+        "cytoscape-dagre.LICENSE.txt",
+        "text/plain; charset=utf-8",
+        include_bytes!("../../web/vendor/cytoscape-dagre/LICENSE"),
+    ),
+    (
+        "console-map.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/console-map.js"),
     ),
     (
         "console.css",

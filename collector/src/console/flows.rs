@@ -15,11 +15,21 @@ use maud::{Markup, html};
 use super::{
     layout::{badge, or_error, page, time},
     session::Session,
+    summary,
 };
 use crate::{
     api::{ApiError, ApiState, flows::FlowQuery},
     store::FlowRow,
 };
+
+/// The chart's and tops' window when the search sets no `since`: the cost of a summary
+/// grows with the flows in its window.
+const SUMMARY_WINDOW: Duration = Duration::from_secs(3600);
+const SUMMARY_BUCKETS: usize = 60;
+
+fn summary_default(q: &FlowQuery) -> bool {
+    q.since.is_none()
+}
 
 /// The query string for `q` with `key` set to `value` (or removed, for an empty value).
 fn with(q: &FlowQuery, key: &str, value: &str) -> String {
@@ -32,6 +42,10 @@ fn with(q: &FlowQuery, key: &str, value: &str) -> String {
         ("since", &q.since),
         ("until", &q.until),
         ("limit", &q.limit),
+        ("not_host", &q.not_host),
+        ("not_remote_ip", &q.not_remote_ip),
+        ("not_port", &q.not_port),
+        ("not_exe", &q.not_exe),
     ]
     .into_iter()
     .filter(|(k, _)| *k != key)
@@ -58,6 +72,10 @@ fn cleaned(mut q: FlowQuery) -> FlowQuery {
         &mut q.since,
         &mut q.until,
         &mut q.limit,
+        &mut q.not_host,
+        &mut q.not_remote_ip,
+        &mut q.not_port,
+        &mut q.not_exe,
     ] {
         if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
             *v = None;
@@ -66,8 +84,13 @@ fn cleaned(mut q: FlowQuery) -> FlowQuery {
     q
 }
 
+/// The one-click filters beside a value: only this value (+), everything but it (−).
 fn include(q: &FlowQuery, key: &str, value: &str) -> Markup {
-    html! { a.pill href={ "/console/flows?" (with(q, key, value)) } title={ "only " (key) " = " (value) } { "+" } }
+    let not = format!("not_{key}");
+    html! {
+        a.pill href={ "/console/flows?" (with(q, key, value)) } title={ "only " (key) " = " (value) } { "+" }
+        a.pill.exclude href={ "/console/flows?" (with(q, &not, value)) } title={ "all but " (key) " = " (value) } { "−" }
+    }
 }
 
 fn verdict_badge(v: Option<&str>) -> Markup {
@@ -89,7 +112,7 @@ pub fn row(q: &FlowQuery, f: &FlowRow) -> Markup {
     };
     html! {
         tr data-port=(port) {
-            td.mono title=(time(f.first_seen_ns)) { (time(f.last_seen_ns)) }
+            td.mono title={ "first seen " (time(f.first_seen_ns)) } { a href={ "/console/flows/" (f.id) } { (time(f.last_seen_ns)) } }
             td { (f.host) (include(q, "host", &f.host)) }
             td { (f.direction) }
             td { (f.proto) }
@@ -120,6 +143,13 @@ fn filters(q: &FlowQuery) -> Markup {
             label { "Since" input name="since" value=(v(&q.since)) size="10" placeholder="15m, RFC 3339"; }
             label { "Until" input name="until" value=(v(&q.until)) size="10"; }
             label { "Rows" input name="limit" value=(v(&q.limit)) size="5" placeholder="100"; }
+            @for (key, val) in [("host", &q.not_host), ("remote_ip", &q.not_remote_ip), ("port", &q.not_port), ("exe", &q.not_exe)] {
+                @if let Some(val) = val {
+                    @let field = format!("not_{key}");
+                    input type="hidden" name=(field) value=(val);
+                    a.chip href={ "/console/flows?" (with(q, &field, "")) } title="remove this exclusion" { "not " (key) " " (val) " ×" }
+                }
+            }
             button.primary type="submit" { "Search" }
             a href="/console/flows" { "Clear" }
         }
@@ -135,7 +165,13 @@ pub async fn search(
     let q = cleaned(q);
     let r = async {
         let filter = q.filter(std::time::SystemTime::now())?;
-        let rows = state.store(move |st| st.flows(&filter)).await?;
+        let mut window = filter.clone();
+        if window.since_ns.is_none() {
+            window.since_ns = Some(crate::ingest::now_ns().saturating_sub(SUMMARY_WINDOW.as_nanos() as u64));
+        }
+        let (rows, summary) = state
+            .store(move |st| Ok((st.flows(&filter)?, st.flow_summary(&window, SUMMARY_BUCKETS)?)))
+            .await?;
         Ok::<_, ApiError>(page(
             &s,
             "Flows",
@@ -143,10 +179,13 @@ pub async fn search(
             html! {
                 h1 { "Flows" }
                 (filters(&q))
+                (summary::chart(&summary))
+                (summary::tops(&summary, |k, v| format!("/console/flows?{}", with(&q, k, v))))
                 p {
                     label { input type="checkbox" #live checked
                         data-src={ "/console/flows/live?" (with(&q, "limit", "")) }; " Live: new flows appear at the top" }
                     " · " span.muted #count { (rows.len()) " shown, newest first" }
+                    @if summary_default(&q) { " · " span.muted { "chart and tops: the last hour (set Since for another window)" } }
                 }
                 table #flows {
                     thead { tr {
@@ -226,4 +265,52 @@ impl futures_core::Stream for ReceiverStream {
     ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx).map(|o| o.map(Ok))
     }
+}
+
+/// `GET /console/flows/{id}`: one record, whole.
+pub async fn detail(
+    State(state): State<ApiState>,
+    s: Session,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
+    let r = async {
+        let Some(d) = state.store(move |st| st.flow(id)).await? else {
+            return Err(ApiError::not_found(format!("no flow record {id} (retired, or never stored)")));
+        };
+        let f = &d.row;
+        let q = FlowQuery::default();
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+        Ok::<_, ApiError>(page(
+            &s,
+            &format!("Flow {id}"),
+            "flows",
+            html! {
+                h1 { "Flow " (id) " " (verdict_badge(f.policy_verdict.as_deref())) }
+                table.kv #flow-detail {
+                    tr { th { "Host" } td { a href={ "/console/hosts/" (d.agent_id) } { (f.host) } " " (include(&q, "host", &f.host)) } }
+                    tr { th { "Record" } td { (f.event) @if d.closed { " (ended)" } } }
+                    tr { th { "First seen" } td.mono { (time(f.first_seen_ns)) } }
+                    tr { th { "Last seen" } td.mono { (time(f.last_seen_ns)) } }
+                    tr { th { "Connection" } td.mono { (f.proto) " " (f.direction) " " (f.local_ip) ":" (f.local_port) " → " (f.remote_ip) ":" (f.remote_port) } }
+                    tr { th { "Bytes out / in" } td.num { (f.bytes_out) " / " (f.bytes_in) } }
+                    tr { th { "Packets out / in" } td.num { (d.packets_out) " / " (d.packets_in) } }
+                    tr { th { "Network verdict" } td { (f.verdict) } }
+                    tr { th { "Policy" } td { (verdict_badge(f.policy_verdict.as_deref()))
+                        @if let Some(r) = &f.policy_rule { " " (r) }
+                        @if let Some(v) = f.policy_version { " (version " a href={ "/console/policy/" (v) } { (v) } ")" } } }
+                    tr { th { "Process" } td.mono { @match f.pid { Some(p) => { "pid " (p) }, None => { "—" } } } }
+                    tr { th { "Executable" } td.mono { (opt(&f.exe)) } }
+                    tr { th { "Command line" } td.mono #cmdline { (opt(&d.cmdline)) } }
+                    tr { th { "Command" } td.mono { (opt(&d.comm)) } }
+                    tr { th { "User" } td.mono { (opt(&d.user)) @if let Some(u) = d.uid { " (uid " (u) ")" } } }
+                    tr { th { "Cgroup" } td.mono { (opt(&d.cgroup)) } }
+                    @if let Some(r) = &d.unattributed_reason { tr { th { "Unattributed" } td { (r) } } }
+                }
+                p { a href={ "/console/flows?" (with(&q, "host", &f.host)) } { "Flows of " (f.host) } " · "
+                    a href={ "/console/flows?" (with(&q, "remote_ip", &f.remote_ip)) } { "Flows with " (f.remote_ip) } }
+            },
+        ))
+    }
+    .await;
+    or_error(&s, r)
 }

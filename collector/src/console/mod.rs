@@ -5,13 +5,16 @@
 //! carries a strict Content-Security-Policy.
 mod alerts;
 mod assets;
+mod check;
 mod flows;
 mod hosts;
 mod layout;
+mod map;
 mod policy;
 mod response;
 pub mod session;
 mod signin;
+mod summary;
 
 use axum::{
     Router,
@@ -43,6 +46,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/console/flows", get(flows::search))
         .route("/console/flows/live", get(flows::live))
+        .route("/console/flows/{id}", get(flows::detail))
         .route("/console/alerts", get(alerts::list))
         .route("/console/alerts/{key}/{action}", post(alerts::act))
         .route("/console/response", get(response::overview))
@@ -55,6 +59,9 @@ pub fn routes() -> Router<ApiState> {
         .route("/console/policy", get(policy::versions))
         .route("/console/policy/{v}", get(policy::version))
         .route("/console/policy/{v}/publish", post(policy::publish))
+        .route("/console/policy/{v}/check", get(check::check))
+        .route("/console/policy/{v}/map", get(map::show))
+        .route("/console/policy/{v}/map.json", get(map::json))
         .route("/console/policy/{v}/approve", post(policy::approve))
         .layer(middleware::from_fn(headers))
 }

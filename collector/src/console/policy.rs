@@ -135,6 +135,9 @@ pub async fn version(State(state): State<ApiState>, s: Session, Path(v): Path<i6
             "policy",
             html! {
                 h1 { "Policy v" (row.version) " · " (row.name) " " (state_badge(&row.state)) }
+                p { a #map-link href={ "/console/policy/" (v) "/map" } { "Service map of v" (v) } }
+                h2 { "What would v" (v) " say about a flow?" }
+                (super::check::form(v, &Default::default()))
                 @if s.can_act() && row.state == "draft" {
                     div.panel {
                         form.inline #publish method="post" action={ "/console/policy/" (v) "/publish" } {

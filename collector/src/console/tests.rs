@@ -502,6 +502,57 @@ async fn the_flow_search_filters_on_the_server_and_offers_one_click_includes() {
         "{}",
         one.body
     );
+    // Exclude with one click: the link is there, and it leaves the value out.
+    assert!(
+        all.body.contains("not_port=5432"),
+        "an exclude link for the port"
+    );
+    let but = req(
+        format!("{}/console/flows?not_port=5432", c.base),
+        Some(cookie.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(but.status, 200);
+    assert!(
+        but.body.contains("10.0.0.2:443") && !but.body.contains("10.0.0.2:5432"),
+        "{}",
+        but.body
+    );
+    assert!(but.body.contains("not port 5432"), "the exclusion is shown");
+    // The chart and the tops count both flows (no policy: unchecked).
+    assert!(all.body.contains("id=\"flow-chart\""), "{}", all.body);
+    assert!(all.body.contains("2 without policy"), "{}", all.body);
+    assert!(
+        all.body.contains("href=\"/console/flows?host=web-1\""),
+        "{}",
+        all.body
+    );
+    // A flow's whole record, from the link on its time.
+    let id = c
+        .store
+        .lock()
+        .expect("store")
+        .flows(&crate::store::FlowFilter::default())
+        .expect("flows")[0]
+        .id;
+    assert!(all.body.contains(&format!("/console/flows/{id}\"")));
+    let detail = req(
+        format!("{}/console/flows/{id}", c.base),
+        Some(cookie.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(detail.status, 200);
+    assert!(detail.body.contains("Packets out / in"), "{}", detail.body);
+    assert!(detail.body.contains("10.0.0.2:5432"), "{}", detail.body);
+    let missing = req(
+        format!("{}/console/flows/{}", c.base, id + 100),
+        Some(cookie.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, 404);
     let bad = req(
         format!("{}/console/flows?port=http", c.base),
         Some(cookie),
@@ -510,6 +561,164 @@ async fn the_flow_search_filters_on_the_server_and_offers_one_click_includes() {
     .await;
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("`port`"), "{}", bad.body);
+}
+
+#[tokio::test]
+async fn a_hypothetical_flow_is_judged_against_any_version() {
+    let c = console().await;
+    {
+        let mut s = c.store.lock().expect("store");
+        let now = crate::ingest::now_ns();
+        s.set_label("agent-web-1", "role", Some("web"))
+            .expect("label");
+        s.apply_policy(
+            "web",
+            "name: web\ngroups:\n  web:\n    label: {role: web}\n  office:\n    cidr: [10.9.0.0/16]\n\
+             rules:\n  - name: office-to-web\n    consumer: office\n    provider: web\n    ports: [tcp/443]\n    action: allow\n\
+             catch_all:\n  - action: deny\n    severity: HIGH\n",
+            "ops",
+            now,
+        )
+        .expect("v1");
+    }
+    let read = sign_in(&c, &c.reader).await.expect("reader");
+    let ask = |q: &str| {
+        req(
+            format!("{}/console/policy/1/check?{q}", c.base),
+            Some(read.clone()),
+            None,
+        )
+    };
+    let form = ask("").await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("id=\"check\"") && !form.body.contains("id=\"verdict\""));
+    let allowed = ask("host=web-1&direction=inbound&proto=tcp&remote_ip=10.9.1.2&port=443").await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert!(allowed.body.contains("allowed"), "{}", allowed.body);
+    assert!(allowed.body.contains("office-to-web"), "{}", allowed.body);
+    // Another port, another source, the agent id instead of the name: the catch-all.
+    for q in [
+        "host=web-1&direction=inbound&proto=tcp&remote_ip=10.9.1.2&port=22",
+        "host=agent-web-1&direction=inbound&proto=tcp&remote_ip=192.0.2.7&port=443",
+    ] {
+        let denied = ask(q).await;
+        assert!(
+            denied.body.contains("denied") && denied.body.contains("catch-all"),
+            "{q}: {}",
+            denied.body
+        );
+        assert!(denied.body.contains("HIGH"), "{}", denied.body);
+    }
+    let unknown = ask("host=nobody&direction=inbound&proto=tcp&remote_ip=10.9.1.2&port=443").await;
+    assert!(unknown.body.contains("not enrolled"), "{}", unknown.body);
+    let bad = ask("host=web-1&direction=sideways&remote_ip=10.9.1.2&port=443").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("`direction`"), "{}", bad.body);
+    let missing = ask("host=web-1&port=443").await;
+    assert_eq!(missing.status, 400);
+    assert!(missing.body.contains("`remote_ip`"), "{}", missing.body);
+    assert_eq!(ask("host=web-1").await.status, 400);
+    let none = req(
+        format!(
+            "{}/console/policy/9/check?host=web-1&remote_ip=10.9.1.2&port=443",
+            c.base
+        ),
+        Some(read.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(none.status, 404);
+}
+
+#[tokio::test]
+async fn the_service_map_has_the_groups_their_members_and_the_rules() {
+    let c = console().await;
+    {
+        let mut s = c.store.lock().expect("store");
+        s.set_label("agent-web-1", "role", Some("web"))
+            .expect("label");
+        s.apply_policy(
+            "web",
+            "name: web\ngroups:\n  web:\n    label: {role: web}\n  office:\n    cidr: [10.9.0.0/16]\n  db:\n    label: {role: db}\n\
+             rules:\n  - name: office-to-web\n    consumer: office\n    provider: web\n    ports: [tcp/443, tcp/8000-8100]\n    action: allow\n  - name: no-db\n    consumer: office\n    provider: db\n    action: deny\n\
+             catch_all:\n  - action: deny\n",
+            "ops",
+            crate::ingest::now_ns(),
+        )
+        .expect("v1");
+    }
+    let read = sign_in(&c, &c.reader).await.expect("reader");
+    let j = req(
+        format!("{}/console/policy/1/map.json", c.base),
+        Some(read.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(j.status, 200, "{}", j.body);
+    let g: serde_json::Value = serde_json::from_str(&j.body).expect("json");
+    let node = |id: &str| {
+        g["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+    };
+    assert_eq!(node("web").expect("web")["members"], 1);
+    assert_eq!(node("db").expect("db")["members"], 0);
+    assert!(
+        node("office").expect("office")["members"].is_null(),
+        "addresses only"
+    );
+    assert!(node("any").is_none(), "no rule names `any`");
+    let edges = g["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 2);
+    let web = edges
+        .iter()
+        .find(|e| e["id"] == "office-to-web")
+        .expect("rule");
+    assert_eq!(
+        (web["source"].as_str(), web["target"].as_str()),
+        (Some("office"), Some("web"))
+    );
+    assert_eq!(web["ports"], "tcp/443, tcp/8000-8100");
+    let deny = edges.iter().find(|e| e["id"] == "no-db").expect("rule");
+    assert_eq!(
+        (deny["action"].as_str(), deny["ports"].as_str()),
+        (Some("deny"), Some("any"))
+    );
+    let page = req(
+        format!("{}/console/policy/1/map", c.base),
+        Some(read.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("cytoscape.min.js") && page.body.contains("console-map.js"));
+    for asset in [
+        "cytoscape.min.js",
+        "dagre.min.js",
+        "cytoscape-dagre.js",
+        "console-map.js",
+    ] {
+        let a = req(
+            format!("{}{}", c.base, super::assets::path(asset)),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{asset}");
+    }
+    let none = req(
+        format!("{}/console/policy/7/map.json", c.base),
+        Some(read),
+        None,
+    )
+    .await;
+    assert_eq!(none.status, 404);
+    // Without a session: to the sign-in page, not the data.
+    let anon = req(format!("{}/console/policy/1/map.json", c.base), None, None).await;
+    assert_eq!(anon.status, 303);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 mod alerts;
 mod cluster;
 mod commands;
+mod flow_sql;
 mod flows;
 mod hosts;
 mod learn;
@@ -27,7 +28,10 @@ use cordon_wire::{Direction, FlowEvent, Proto, Verdict};
 pub use alerts::{AlertFilter, AlertRow, AlertStore};
 pub use cluster::{ClusterStore, NodeInfo, NodeRow};
 pub use commands::{AuditRow, CommandRow, CommandStore, HostEnforcement, NewCommand};
-pub use flows::{FlowFilter, FlowRow, FlowStore, MAX_LIMIT as MAX_FLOW_LIMIT};
+pub use flows::{
+    FlowDetail, FlowExclude, FlowFilter, FlowRow, FlowStore, FlowSummary,
+    MAX_LIMIT as MAX_FLOW_LIMIT, TOP_N, TopHost, VerdictCounts,
+};
 pub use hosts::{HostRow, HostStore};
 pub use learn::{Approvals, FlowObservation, LearnHost, LearnStore};
 pub use policies::{HostFactsMap, PolicyRow, PolicyStore, PublishRefusal};

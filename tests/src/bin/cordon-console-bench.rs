@@ -141,6 +141,19 @@ fn main() -> anyhow::Result<()> {
             ),
         ),
         (
+            "flows of one host, a day's window".into(),
+            format!(
+                "/console/flows?host={}&since={}&until={}",
+                web.agent,
+                rfc3339(T0),
+                rfc3339(T0 + 24 * hour)
+            ),
+        ),
+        (
+            "flows, all but one executable".into(),
+            "/console/flows?not_exe=/usr/sbin/nginx".into(),
+        ),
+        (
             "flows, verdict escaped".into(),
             "/console/flows?verdict=escaped".into(),
         ),
@@ -151,6 +164,10 @@ fn main() -> anyhow::Result<()> {
         (
             "flows, a port nobody uses".into(),
             "/console/flows?port=31337".into(),
+        ),
+        (
+            "one flow, whole record".into(),
+            format!("/console/flows/{}", a.flows / 2),
         ),
         ("alerts".into(), "/console/alerts".into()),
         ("policy versions".into(), "/console/policy".into()),
@@ -172,7 +189,11 @@ fn main() -> anyhow::Result<()> {
             let body = res.body_mut().read_to_string()?;
             let d = t.elapsed();
             anyhow::ensure!(status == 200, "{path}: {status}: {body}");
-            rows = body.matches("<tr").count().saturating_sub(1);
+            // Flow rows, or else the table's rows (the flow screen has other tables too).
+            rows = match body.matches("<tr data-port").count() {
+                0 if !body.contains("flow-rows") => body.matches("<tr").count().saturating_sub(1),
+                n => n,
+            };
             // The first request warms SQLite's page cache; it is not counted.
             if i > 0 {
                 lat.push(d);

@@ -3,8 +3,56 @@
 use ::postgres::types::ToSql;
 use cordon_wire::FlowBatch;
 
-use super::{PgStore, hosts::rows, ingest, limit};
-use crate::store::*;
+use super::{PgStore, hosts::rows, ingest};
+use crate::store::{
+    flow_sql::{self, Arg, Hosts},
+    flows::{bucketed, window},
+    *,
+};
+
+/// Runs a statement built by [`flow_sql`].
+fn query(c: &mut ::postgres::Client, q: flow_sql::Sql) -> Result<Vec<::postgres::Row>, StoreError> {
+    let args: Vec<Box<dyn ToSql + Sync>> = q
+        .args
+        .into_iter()
+        .map(|a| -> Box<dyn ToSql + Sync> {
+            match a {
+                Arg::Int(v) => Box::new(v),
+                Arg::Big(v) => Box::new(v),
+                Arg::Text(v) => Box::new(v),
+            }
+        })
+        .collect();
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|b| b.as_ref()).collect();
+    Ok(c.query(&q.text, &params)?)
+}
+
+/// A [`FlowRow`] from the first [`flow_sql::ROW_COLUMNS`] of `r`.
+fn flow_row(r: &::postgres::Row) -> Result<FlowRow, StoreError> {
+    Ok(FlowRow {
+        id: r.try_get(0)?,
+        host: r.try_get(1)?,
+        event: r.try_get(2)?,
+        first_seen_ns: u(r.try_get(3)?),
+        last_seen_ns: u(r.try_get(4)?),
+        proto: r.try_get(5)?,
+        direction: r.try_get(6)?,
+        local_ip: r.try_get(7)?,
+        local_port: port(r.try_get(8)?),
+        remote_ip: r.try_get(9)?,
+        remote_port: port(r.try_get(10)?),
+        bytes_out: u(r.try_get(11)?),
+        bytes_in: u(r.try_get(12)?),
+        pid: r
+            .try_get::<_, Option<i64>>(13)?
+            .and_then(|p| u32::try_from(p).ok()),
+        exe: r.try_get(14)?,
+        verdict: r.try_get(15)?,
+        policy_verdict: r.try_get(16)?,
+        policy_rule: r.try_get(17)?,
+        policy_version: r.try_get(18)?,
+    })
+}
 
 /// A stored port (INTEGER) back to `u16`.
 pub(super) fn port(v: i32) -> u16 {
@@ -13,86 +61,65 @@ pub(super) fn port(v: i32) -> u16 {
 
 impl FlowStore for PgStore {
     fn flows(&self, f: &FlowFilter) -> Result<Vec<FlowRow>, StoreError> {
-        let mut sql = String::from(
-            "SELECT h.host_name, f.event, f.first_seen_ns, f.last_seen_ns, f.proto, f.direction,
-                    f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.bytes_out,
-                    f.bytes_in, f.pid, f.exe, f.verdict, f.policy_verdict, f.policy_rule,
-                    f.policy_version
-             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE true",
+        let q = flow_sql::search(f, '$', &Hosts::Select);
+        self.with(|c, _| rows(query(c, q)?, flow_row))
+    }
+
+    fn flow(&self, id: i64) -> Result<Option<FlowDetail>, StoreError> {
+        let sql = format!(
+            "SELECT {}, h.agent_id, f.packets_out, f.packets_in, f.closed, f.uid, f.user_name,
+                    f.comm, f.cmdline, f.cgroup, f.unattributed_reason
+             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE f.id = $1",
+            flow_sql::ROW_COLUMNS
         );
-        // Literals, so even a generic plan uses the partial index flows_violations.
-        if let Some(v @ ("escaped" | "rejected")) = f.verdict.as_deref() {
-            sql.push_str(&format!(
-                " AND f.policy_verdict IN ('escaped', 'rejected') AND f.policy_verdict = '{v}'"
-            ));
-        }
-        let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-        let mut add = |clause: &str, value: Box<dyn ToSql + Sync>| {
-            args.push(value);
-            // Every clause takes one parameter, used as often as `$` appears.
-            sql.push_str(&clause.replace('$', &format!("${}", args.len())));
-        };
-        if let Some(h) = &f.host {
-            add(
-                " AND f.host_id IN (SELECT id FROM hosts WHERE agent_id = $ OR host_name = $)",
-                Box::new(h.clone()),
-            );
-        }
-        if let Some(ip) = f.remote_ip {
-            add(" AND f.remote_ip = $", Box::new(ip.to_string()));
-        }
-        if let Some(p) = f.port {
-            add(
-                " AND (f.remote_port = $ OR f.local_port = $)",
-                Box::new(i32::from(p)),
-            );
-        }
-        if let Some(exe) = &f.exe {
-            add(" AND f.exe = $", Box::new(exe.clone()));
-        }
-        match f.verdict.as_deref() {
-            Some("escaped" | "rejected") | None => {}
-            Some(v) => add(" AND f.policy_verdict = $", Box::new(v.to_string())),
-        }
-        if let Some(t) = f.since_ns {
-            add(" AND f.last_seen_ns >= $", Box::new(ns(t)));
-        }
-        if let Some(t) = f.until_ns {
-            add(" AND f.first_seen_ns < $", Box::new(ns(t)));
-        }
-        let n = match f.limit {
-            0 => 100,
-            n => n.min(MAX_FLOW_LIMIT),
-        };
-        add(
-            " ORDER BY f.last_seen_ns DESC, f.id DESC LIMIT $",
-            Box::new(limit(n)),
-        );
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|b| b.as_ref()).collect();
+        let n = flow_sql::ROW_FIELDS;
         self.with(|c, _| {
-            rows(c.query(&sql, &params)?, |r| {
-                Ok(FlowRow {
+            let Some(r) = c.query_opt(&sql, &[&id])? else {
+                return Ok(None);
+            };
+            Ok(Some(FlowDetail {
+                row: flow_row(&r)?,
+                agent_id: r.try_get(n)?,
+                packets_out: u(r.try_get(n + 1)?),
+                packets_in: u(r.try_get(n + 2)?),
+                closed: r.try_get(n + 3)?,
+                uid: r
+                    .try_get::<_, Option<i64>>(n + 4)?
+                    .and_then(|v| u32::try_from(v).ok()),
+                user: r.try_get(n + 5)?,
+                comm: r.try_get(n + 6)?,
+                cmdline: r.try_get(n + 7)?,
+                cgroup: r.try_get(n + 8)?,
+                unattributed_reason: r.try_get(n + 9)?,
+            }))
+        })
+    }
+
+    fn flow_summary(&self, f: &FlowFilter, buckets: usize) -> Result<FlowSummary, StoreError> {
+        let (start_ns, width_ns, n) = window(f, buckets, crate::ingest::now_ns());
+        let mut f = f.clone();
+        f.since_ns = Some(start_ns);
+        let h = Hosts::Select;
+        self.with(|c, _| {
+            let series = rows(query(c, flow_sql::series(&f, width_ns, '$', &h))?, |r| {
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+            })?;
+            let top_hosts = rows(query(c, flow_sql::top_hosts(&f, TOP_N, '$', &h))?, |r| {
+                Ok(TopHost {
                     host: r.try_get(0)?,
-                    event: r.try_get(1)?,
-                    first_seen_ns: u(r.try_get(2)?),
-                    last_seen_ns: u(r.try_get(3)?),
-                    proto: r.try_get(4)?,
-                    direction: r.try_get(5)?,
-                    local_ip: r.try_get(6)?,
-                    local_port: port(r.try_get(7)?),
-                    remote_ip: r.try_get(8)?,
-                    remote_port: port(r.try_get(9)?),
-                    bytes_out: u(r.try_get(10)?),
-                    bytes_in: u(r.try_get(11)?),
-                    pid: r
-                        .try_get::<_, Option<i64>>(12)?
-                        .and_then(|p| u32::try_from(p).ok()),
-                    exe: r.try_get(13)?,
-                    verdict: r.try_get(14)?,
-                    policy_verdict: r.try_get(15)?,
-                    policy_rule: r.try_get(16)?,
-                    policy_version: r.try_get(17)?,
+                    flows: u(r.try_get(1)?),
                 })
+            })?;
+            let top_escaped_ports = rows(
+                query(c, flow_sql::top_escaped_ports(&f, TOP_N, '$', &h))?,
+                |r| Ok((port(r.try_get(0)?), u(r.try_get(1)?))),
+            )?;
+            Ok(FlowSummary {
+                start_ns,
+                width_ns,
+                buckets: bucketed(series, n),
+                top_hosts,
+                top_escaped_ports,
             })
         })
     }

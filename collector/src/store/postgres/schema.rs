@@ -8,16 +8,17 @@ use ::postgres::Client;
 use crate::store::{StoreError, ns};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key migrations hold ("cordon" in ASCII). Advisory locks are per
 /// database, so databases on one server do not wait for each other.
 const LOCK_KEY: i64 = 0x636f_7264_6f6e;
 
 /// Each step migrates from the version before it.
-const STEPS: [(i64, &str); 2] = [
+const STEPS: [(i64, &str); 3] = [
     (1, include_str!("schema_v1.sql")),
     (2, include_str!("schema_v2.sql")),
+    (3, include_str!("schema_v3.sql")),
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`] (or refuses a newer one).

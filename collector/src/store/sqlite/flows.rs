@@ -1,104 +1,150 @@
 //! The flows part of the SQLite backend.
 use cordon_wire::{Direction, FlowBatch, FlowEvent};
-use rusqlite::{Connection, OptionalExtension, ToSql, params, types::Value};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
 
 use super::SqliteStore;
-use crate::store::*;
+use crate::store::{
+    flow_sql::{self, Arg, Hosts},
+    flows::{bucketed, window},
+    *,
+};
+
+fn values(args: Vec<Arg>) -> Vec<Value> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Int(v) => Value::Integer(v.into()),
+            Arg::Big(v) => Value::Integer(v),
+            Arg::Text(v) => Value::Text(v),
+        })
+        .collect()
+}
+
+fn hosts(ids: &[i64]) -> Hosts<'_> {
+    Hosts::Ids(ids)
+}
+
+/// A [`FlowRow`] from the first [`flow_sql::ROW_COLUMNS`] of `r`.
+fn flow_row(r: &Row<'_>) -> rusqlite::Result<FlowRow> {
+    Ok(FlowRow {
+        id: r.get(0)?,
+        host: r.get(1)?,
+        event: r.get(2)?,
+        first_seen_ns: r.get::<_, i64>(3)? as u64,
+        last_seen_ns: r.get::<_, i64>(4)? as u64,
+        proto: r.get(5)?,
+        direction: r.get(6)?,
+        local_ip: r.get(7)?,
+        local_port: r.get(8)?,
+        remote_ip: r.get(9)?,
+        remote_port: r.get(10)?,
+        bytes_out: r.get::<_, i64>(11)? as u64,
+        bytes_in: r.get::<_, i64>(12)? as u64,
+        pid: r.get(13)?,
+        exe: r.get(14)?,
+        verdict: r.get(15)?,
+        policy_verdict: r.get(16)?,
+        policy_rule: r.get(17)?,
+        policy_version: r.get(18)?,
+    })
+}
+
+impl SqliteStore {
+    /// The ids of the host `f` asks for (read in order from `flows_host` only as a list
+    /// of literals: an OR across the join made SQLite sort every flow of the host); `None`
+    /// when there is no such host, so nothing matches. Empty without a host filter.
+    fn host_ids(&self, f: &FlowFilter) -> Result<Option<Vec<i64>>, StoreError> {
+        let Some(h) = &f.host else {
+            return Ok(Some(Vec::new()));
+        };
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM hosts WHERE agent_id = ?1 OR host_name = ?1")?
+            .query_map([h], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok((!ids.is_empty()).then_some(ids))
+    }
+}
 
 impl FlowStore for SqliteStore {
     fn flows(&self, f: &FlowFilter) -> Result<Vec<FlowRow>, StoreError> {
-        let mut sql = String::from(
-            "SELECT h.host_name, f.event, f.first_seen_ns, f.last_seen_ns, f.proto, f.direction,
-                    f.local_ip, f.local_port, f.remote_ip, f.remote_port, f.bytes_out,
-                    f.bytes_in, f.pid, f.exe, f.verdict, f.policy_verdict, f.policy_rule,
-                    f.policy_version
-             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE 1 = 1",
-        );
-        let mut args: Vec<Value> = Vec::new();
-        let mut add = |clause: &str, values: Vec<Value>| {
-            sql.push_str(clause);
-            args.extend(values);
+        let Some(ids) = self.host_ids(f)? else {
+            return Ok(Vec::new());
         };
-        if let Some(h) = &f.host {
-            // The host's ids first, so the flows are read in order from flows_host
-            // (an OR across the join made SQLite sort every flow of the host).
-            let ids: Vec<i64> = self
-                .conn
-                .prepare_cached("SELECT id FROM hosts WHERE agent_id = ?1 OR host_name = ?1")?
-                .query_map([h], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let marks = vec!["?"; ids.len()].join(", ");
-            add(
-                &format!(" AND f.host_id IN ({marks})"),
-                ids.into_iter().map(Value::Integer).collect(),
-            );
-        }
-        if let Some(ip) = f.remote_ip {
-            add(" AND f.remote_ip = ?", vec![ip.to_string().into()]);
-        }
-        if let Some(p) = f.port {
-            add(
-                " AND (f.remote_port = ? OR f.local_port = ?)",
-                vec![i64::from(p).into(), i64::from(p).into()],
-            );
-        }
-        if let Some(exe) = &f.exe {
-            add(" AND f.exe = ?", vec![exe.clone().into()]);
-        }
-        match f.verdict.as_deref() {
-            // Violations have their own partial index, which SQLite uses only when the
-            // query repeats its condition word for word (it proves no implication from a
-            // parameter, nor from `= 'escaped'`); otherwise it walked flows_time newest
-            // first through every row when none matched (14-17 s on 10 million).
-            Some(v @ ("escaped" | "rejected")) => add(
-                &format!(
-                    " AND f.policy_verdict IN ('escaped', 'rejected') AND f.policy_verdict = '{v}'"
-                ),
-                vec![],
-            ),
-            Some(v) => add(" AND f.policy_verdict = ?", vec![v.to_string().into()]),
-            None => {}
-        }
-        if let Some(t) = f.since_ns {
-            add(" AND f.last_seen_ns >= ?", vec![ns(t).into()]);
-        }
-        if let Some(t) = f.until_ns {
-            add(" AND f.first_seen_ns < ?", vec![ns(t).into()]);
-        }
-        let limit = match f.limit {
-            0 => 100,
-            n => n.min(MAX_FLOW_LIMIT),
-        };
-        sql.push_str(" ORDER BY f.last_seen_ns DESC, f.id DESC LIMIT ?");
-        args.push(Value::Integer(limit as i64));
-        let params: Vec<&dyn ToSql> = args.iter().map(|v| v as &dyn ToSql).collect();
-        let mut q = self.conn.prepare(&sql)?;
-        let rows = q.query_map(params.as_slice(), |r| {
-            Ok(FlowRow {
-                host: r.get(0)?,
-                event: r.get(1)?,
-                first_seen_ns: r.get::<_, i64>(2)? as u64,
-                last_seen_ns: r.get::<_, i64>(3)? as u64,
-                proto: r.get(4)?,
-                direction: r.get(5)?,
-                local_ip: r.get(6)?,
-                local_port: r.get(7)?,
-                remote_ip: r.get(8)?,
-                remote_port: r.get(9)?,
-                bytes_out: r.get::<_, i64>(10)? as u64,
-                bytes_in: r.get::<_, i64>(11)? as u64,
-                pid: r.get(12)?,
-                exe: r.get(13)?,
-                verdict: r.get(14)?,
-                policy_verdict: r.get(15)?,
-                policy_rule: r.get(16)?,
-                policy_version: r.get(17)?,
-            })
-        })?;
+        let q = flow_sql::search(f, '?', &hosts(&ids));
+        let mut stmt = self.conn.prepare(&q.text)?;
+        let rows = stmt.query_map(params_from_iter(values(q.args)), flow_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn flow(&self, id: i64) -> Result<Option<FlowDetail>, StoreError> {
+        let sql = format!(
+            "SELECT {}, h.agent_id, f.packets_out, f.packets_in, f.closed, f.uid, f.user_name,
+                    f.comm, f.cmdline, f.cgroup, f.unattributed_reason
+             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE f.id = ?1",
+            flow_sql::ROW_COLUMNS
+        );
+        let n = flow_sql::ROW_FIELDS;
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], |r| {
+                Ok(FlowDetail {
+                    row: flow_row(r)?,
+                    agent_id: r.get(n)?,
+                    packets_out: r.get::<_, i64>(n + 1)? as u64,
+                    packets_in: r.get::<_, i64>(n + 2)? as u64,
+                    closed: r.get::<_, i64>(n + 3)? != 0,
+                    uid: r.get(n + 4)?,
+                    user: r.get(n + 5)?,
+                    comm: r.get(n + 6)?,
+                    cmdline: r.get(n + 7)?,
+                    cgroup: r.get(n + 8)?,
+                    unattributed_reason: r.get(n + 9)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn flow_summary(&self, f: &FlowFilter, buckets: usize) -> Result<FlowSummary, StoreError> {
+        let (start_ns, width_ns, n) = window(f, buckets, crate::ingest::now_ns());
+        let mut f = f.clone();
+        f.since_ns = Some(start_ns);
+        let mut out = FlowSummary {
+            start_ns,
+            width_ns,
+            buckets: vec![VerdictCounts::default(); n],
+            ..Default::default()
+        };
+        let Some(ids) = self.host_ids(&f)? else {
+            return Ok(out);
+        };
+        let hosts = hosts(&ids);
+        let run = |q: flow_sql::Sql| -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
+            let mut stmt = self.conn.prepare(&q.text)?;
+            let rows = stmt.query_map(params_from_iter(values(q.args)), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        out.buckets = bucketed(run(flow_sql::series(&f, width_ns, '?', &hosts))?, n);
+        let q = flow_sql::top_hosts(&f, TOP_N, '?', &hosts);
+        let mut stmt = self.conn.prepare(&q.text)?;
+        out.top_hosts = stmt
+            .query_map(params_from_iter(values(q.args)), |r| {
+                Ok(TopHost {
+                    host: r.get(0)?,
+                    flows: r.get::<_, i64>(1)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let q = flow_sql::top_escaped_ports(&f, TOP_N, '?', &hosts);
+        let mut stmt = self.conn.prepare(&q.text)?;
+        out.top_escaped_ports = stmt
+            .query_map(params_from_iter(values(q.args)), |r| {
+                Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(out)
     }
 
     fn store_batch(&mut self, agent_id: &str, batch: &FlowBatch) -> Result<Stored, StoreError> {

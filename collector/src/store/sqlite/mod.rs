@@ -18,7 +18,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -59,7 +59,7 @@ impl SqliteStore {
             });
         }
         // Each step migrates from the version before it, in its own transaction.
-        let steps: [(i64, &str); 9] = [
+        let steps: [(i64, &str); 10] = [
             (1, include_str!("schema.sql")),
             (2, include_str!("schema_v2.sql")),
             (3, include_str!("schema_v3.sql")),
@@ -69,6 +69,7 @@ impl SqliteStore {
             (7, include_str!("schema_v7.sql")),
             (8, include_str!("schema_v8.sql")),
             (9, include_str!("schema_v9.sql")),
+            (10, include_str!("schema_v10.sql")),
         ];
         for (to, sql) in steps {
             if version < to {

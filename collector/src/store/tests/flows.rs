@@ -1,6 +1,6 @@
 //! Storing flow batches (sequence dedup, group commit), querying flows and conversations,
 //! retention, and schema versions.
-use cordon_wire::FlowEvent;
+use cordon_wire::{Direction, FlowEvent};
 
 use super::*;
 use crate::store::*;
@@ -118,6 +118,7 @@ fn flows_are_filtered_and_limited(f: &Fixture) {
     assert_eq!(
         all[0],
         FlowRow {
+            id: all[0].id,
             host: "h1".into(),
             event: "start".into(),
             first_seen_ns: T0 + 20,
@@ -221,6 +222,179 @@ fn flows_are_filtered_and_limited(f: &Fixture) {
     );
 }
 
+fn exclusions_leave_values_out_and_keep_unattributed_flows(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    let mut anon = rec(FlowEvent::Start, 53, "", T0 + 30);
+    anon.process = None;
+    let mut inbound = rec(FlowEvent::Start, 51000, "/usr/sbin/sshd", T0 + 40);
+    inbound.direction = Direction::Inbound;
+    inbound.local = "10.0.0.1:443".parse().expect("addr");
+    s.store_batch(
+        "h1-agent",
+        &batch(
+            1,
+            vec![
+                rec(FlowEvent::Start, 443, "/usr/bin/curl", T0),
+                rec(FlowEvent::Start, 5432, "/usr/bin/psql", T0 + 20),
+                anon,
+                inbound,
+            ],
+        ),
+    )
+    .expect("store");
+    let ports = |x: FlowExclude| -> Vec<u16> {
+        let mut v: Vec<u16> = s
+            .flows(&FlowFilter {
+                exclude: x,
+                ..Default::default()
+            })
+            .expect("query")
+            .iter()
+            .map(|r| r.remote_port)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ports(FlowExclude {
+            exe: Some("/usr/bin/curl".into()),
+            ..Default::default()
+        }),
+        vec![53, 5432, 51000],
+        "the unattributed flow stays"
+    );
+    assert_eq!(
+        ports(FlowExclude {
+            port: Some(443),
+            ..Default::default()
+        }),
+        vec![53, 5432],
+        "either side's port excludes"
+    );
+    assert_eq!(
+        ports(FlowExclude {
+            host: Some("h1".into()),
+            ..Default::default()
+        }),
+        Vec::<u16>::new()
+    );
+    assert_eq!(
+        ports(FlowExclude {
+            remote_ip: Some("10.0.0.2".parse().expect("ip")),
+            ..Default::default()
+        }),
+        Vec::<u16>::new()
+    );
+    // A port search finds both sides, newest first, within its limit.
+    let by_port = |limit| {
+        s.flows(&FlowFilter {
+            port: Some(443),
+            limit,
+            ..Default::default()
+        })
+        .expect("query")
+        .iter()
+        .map(|r| r.remote_port)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(by_port(10), vec![51000, 443]);
+    assert_eq!(by_port(1), vec![51000]);
+}
+
+fn one_flow_reads_whole_and_a_summary_counts_the_window(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    s.host_connected("h2-agent", "h2", "0.1.0", "ebpf", T0)
+        .expect("host");
+    let sec = 1_000_000_000;
+    let at = |i: u64| T0 + i * sec;
+    s.store_batch(
+        "h1-agent",
+        &batch(
+            1,
+            vec![
+                rec(FlowEvent::Start, 443, "/usr/bin/curl", at(0)),
+                rec(FlowEvent::Start, 443, "/usr/bin/curl", at(5)),
+                rec(FlowEvent::Start, 22, "/usr/bin/ssh", at(12)),
+            ],
+        ),
+    )
+    .expect("store");
+    s.store_batch(
+        "h2-agent",
+        &batch(1, vec![rec(FlowEvent::End, 8080, "/usr/bin/wget", at(25))]),
+    )
+    .expect("store");
+    let newest = &s.flows(&FlowFilter::default()).expect("query")[0];
+    let d = s.flow(newest.id).expect("read").expect("the flow");
+    assert_eq!(&d.row, newest);
+    assert_eq!(d.agent_id, "h2-agent");
+    assert_eq!((d.packets_out, d.packets_in, d.closed), (2, 2, true));
+    assert_eq!(d.uid, Some(0));
+    assert_eq!(d.user.as_deref(), Some("root"));
+    assert_eq!(d.cmdline.as_deref(), Some("curl x"));
+    assert_eq!(d.cgroup.as_deref(), Some("/"));
+    assert_eq!(d.comm.as_deref(), Some("curl"));
+    assert!(s.flow(newest.id + 1000).expect("read").is_none());
+
+    // 30 s in 3 buckets of 10 s.
+    let window = FlowFilter {
+        since_ns: Some(T0),
+        until_ns: Some(at(30)),
+        ..Default::default()
+    };
+    let sum = s.flow_summary(&window, 3).expect("summary");
+    assert_eq!((sum.start_ns, sum.width_ns), (T0, 10 * sec));
+    let totals: Vec<u64> = sum.buckets.iter().map(|b| b.total()).collect();
+    assert_eq!(totals, vec![2, 1, 1]);
+    assert_eq!(sum.buckets[0].unchecked, 2, "no policy was published");
+    assert_eq!(
+        sum.top_hosts,
+        vec![
+            TopHost {
+                host: "h1".into(),
+                flows: 3,
+            },
+            TopHost {
+                host: "h2".into(),
+                flows: 1,
+            },
+        ]
+    );
+    assert!(sum.top_escaped_ports.is_empty());
+    // The filters apply: one host, one port (either side).
+    let h2 = s
+        .flow_summary(
+            &FlowFilter {
+                host: Some("h2".into()),
+                ..window.clone()
+            },
+            3,
+        )
+        .expect("summary");
+    assert_eq!(h2.buckets.iter().map(|b| b.total()).sum::<u64>(), 1);
+    let p443 = s
+        .flow_summary(
+            &FlowFilter {
+                port: Some(443),
+                ..window.clone()
+            },
+            3,
+        )
+        .expect("summary");
+    assert_eq!(p443.top_hosts[0].flows, 2);
+    let none = s
+        .flow_summary(
+            &FlowFilter {
+                host: Some("nobody".into()),
+                ..window
+            },
+            3,
+        )
+        .expect("summary");
+    assert_eq!(none.buckets.len(), 3);
+    assert!(none.top_hosts.is_empty());
+}
+
 fn conversations_count_flow_starts_per_edge(f: &Fixture) {
     let mut s = store_with_h1(f);
     let recs = vec![
@@ -310,6 +484,8 @@ both!(
     batches_are_stored_once_and_resends_are_recognised,
     a_group_commit_stores_each_batch_once_and_fails_only_the_bad_one,
     flows_are_filtered_and_limited,
+    exclusions_leave_values_out_and_keep_unattributed_flows,
+    one_flow_reads_whole_and_a_summary_counts_the_window,
     conversations_count_flow_starts_per_edge,
     retention_removes_old_flows,
     a_newer_schema_is_refused,
