@@ -176,6 +176,22 @@ def phase_review(page, version):
     expect(page.locator("#groups tbody tr").first).to_be_visible()
     expect(page.locator("#rules tbody tr").first).to_be_visible()
     shot(page, "draft-review")
+    # Reject the rule learned from the escaped attempt (port 9090): a new draft without it.
+    bad = page.locator("#rules input[name=rule][value$='9090']")
+    if bad.count() != 1:
+        rules = page.locator("#rules input[name=rule]").evaluate_all("es => es.map(e => e.value)")
+        sys.exit(f"expected one learned rule for port 9090, the draft has {rules}")
+    rejected = bad.get_attribute("value")
+    bad.check()
+    page.click("#reject")
+    expect(page).not_to_have_url(re.compile(rf"/console/policy/{version}$"))
+    version = page.url.rsplit("/", 1)[1]
+    expect(page.locator("h1")).to_contain_text(f"v{version}")
+    if page.locator(f"#rules tr[data-rule='{rejected}']").count():
+        sys.exit(f"rule {rejected} is still in the new draft v{version}")
+    if rejected in page.locator("#yaml").inner_text().split("Learned draft")[1].split("\n", 1)[1]:
+        sys.exit(f"rule {rejected} is still in the document of v{version}")
+    say(f"reject: {rejected} left out, new draft v{version}")
     group = page.locator("#groups input[name=group]").first
     rule = page.locator("#rules input[name=rule]").first
     names = [group.get_attribute("value"), rule.get_attribute("value")]
@@ -193,6 +209,7 @@ def phase_review(page, version):
     expect(page.locator("#changes")).to_be_visible()
     shot(page, "policy-diff")
     say(f"review: approved group {names[0]} and rule {names[1]}, published v{version}")
+    say(f"PUBLISHED {version}")
 
 
 def phase_check(page, version, host, remote_ip):

@@ -12,7 +12,7 @@ use super::{ApiError, ApiState, error::ErrorBody};
 use crate::store::{FlowDetail, FlowExclude, FlowFilter, FlowRow, MAX_FLOW_LIMIT, Scope};
 
 /// Filters; all given ones must match. Newest flows first.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct FlowQuery {
@@ -41,6 +41,28 @@ pub struct FlowQuery {
     pub not_port: Option<String>,
     /// Leave out this executable (unattributed flows stay).
     pub not_exe: Option<String>,
+    /// The next page: `LAST_SEEN_NS.ID` of the previous page's last row (as
+    /// `next` in a console page's "Older" link); the flows after it, newest first.
+    pub before: Option<String>,
+}
+
+/// `before`: `LAST_SEEN_NS.ID`.
+fn cursor(v: Option<&str>) -> Result<Option<(u64, i64)>, ApiError> {
+    v.map(|v| {
+        v.split_once('.')
+            .and_then(|(t, id)| Some((t.parse().ok()?, id.parse().ok()?)))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`before`: `{v}` is not LAST_SEEN_NS.ID (a row's last_seen_ns and id)"
+                ))
+            })
+    })
+    .transpose()
+}
+
+/// The `before` that continues after `row`.
+pub fn next_page(row: &FlowRow) -> String {
+    format!("{}.{}", row.last_seen_ns, row.id)
 }
 
 /// A point in time as Unix ns; `name` is the parameter, for the error.
@@ -117,6 +139,7 @@ impl FlowQuery {
                 port: parse("not_port", self.not_port.as_deref(), "a port (0-65535)")?,
                 exe: self.not_exe.clone(),
             },
+            before: cursor(self.before.as_deref())?,
         })
     }
 }

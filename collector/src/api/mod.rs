@@ -13,6 +13,7 @@ pub(crate) mod hosts;
 pub(crate) mod learn;
 mod openapi;
 pub(crate) mod policies;
+pub(crate) mod reject;
 pub(crate) mod runs;
 mod tokens;
 
@@ -142,6 +143,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/policies/{version}/stats", get(learn::stats))
         .route("/api/v1/policies/{version}/approve", post(learn::approve))
+        .route("/api/v1/policies/{version}/reject", post(reject::reject))
         .route("/api/v1/learn", post(learn::learn))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{key}/snooze", post(alerts::snooze))

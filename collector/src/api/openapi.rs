@@ -6,7 +6,8 @@ use utoipa::{
 };
 
 use super::{
-    alerts, cluster, commands, error::ErrorBody, flows, hosts, learn, policies, runs, tokens,
+    alerts, cluster, commands, error::ErrorBody, flows, hosts, learn, policies, reject, runs,
+    tokens,
 };
 
 struct BearerToken;
@@ -30,7 +31,7 @@ impl Modify for BearerToken {
         policies::show, policies::diff, policies::publish, alerts::list, alerts::snooze,
         alerts::mute, alerts::unmute, commands::isolate, commands::release, commands::list,
         commands::audit, runs::list, runs::show, runs::approvals, runs::approve, runs::deny,
-        runs::link, learn::learn, learn::stats, learn::approve, cluster::status,
+        runs::link, learn::learn, learn::stats, learn::approve, reject::reject, cluster::status,
         cluster::forget),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken)

@@ -18,7 +18,10 @@ use super::{
     summary,
 };
 use crate::{
-    api::{ApiError, ApiState, flows::FlowQuery},
+    api::{
+        ApiError, ApiState,
+        flows::{FlowQuery, next_page},
+    },
     store::FlowRow,
 };
 
@@ -46,6 +49,7 @@ fn with(q: &FlowQuery, key: &str, value: &str) -> String {
         ("not_remote_ip", &q.not_remote_ip),
         ("not_port", &q.not_port),
         ("not_exe", &q.not_exe),
+        ("before", &q.before),
     ]
     .into_iter()
     .filter(|(k, _)| *k != key)
@@ -76,6 +80,7 @@ fn cleaned(mut q: FlowQuery) -> FlowQuery {
         &mut q.not_remote_ip,
         &mut q.not_port,
         &mut q.not_exe,
+        &mut q.before,
     ] {
         if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
             *v = None;
@@ -165,7 +170,9 @@ pub async fn search(
     let q = cleaned(q);
     let r = async {
         let filter = q.filter(std::time::SystemTime::now())?;
+        let limit = crate::store::flow_limit(&filter);
         let mut window = filter.clone();
+        window.before = None;
         if window.since_ns.is_none() {
             window.since_ns = Some(crate::ingest::now_ns().saturating_sub(SUMMARY_WINDOW.as_nanos() as u64));
         }
@@ -182,9 +189,14 @@ pub async fn search(
                 (summary::chart(&summary))
                 (summary::tops(&summary, |k, v| format!("/console/flows?{}", with(&q, k, v))))
                 p {
-                    label { input type="checkbox" #live checked
-                        data-src={ "/console/flows/live?" (with(&q, "limit", "")) }; " Live: new flows appear at the top" }
+                    // An older page does not take live rows at its top.
+                    label { input type="checkbox" #live checked[q.before.is_none()]
+                        data-src={ "/console/flows/live?" (with(&FlowQuery { before: None, ..q.clone() }, "limit", "")) }; " Live: new flows appear at the top" }
                     " · " span.muted #count { (rows.len()) " shown, newest first" }
+                    @if q.before.is_some() { " · " a #newest href={ "/console/flows?" (with(&q, "before", "")) } { "← Newest" } }
+                    @if let (true, Some(last)) = (rows.len() == limit, rows.last()) {
+                        " · " a #older href={ "/console/flows?" (with(&q, "before", &next_page(last))) } { "Older →" }
+                    }
                     @if summary_default(&q) { " · " span.muted { "chart and tops: the last hour (set Since for another window)" } }
                 }
                 table #flows {

@@ -63,6 +63,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/console/policy/{v}/map", get(map::show))
         .route("/console/policy/{v}/map.json", get(map::json))
         .route("/console/policy/{v}/approve", post(policy::approve))
+        .route("/console/policy/{v}/reject", post(policy::reject))
         .layer(middleware::from_fn(headers))
 }
 

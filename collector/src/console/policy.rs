@@ -14,13 +14,14 @@ use serde::Deserialize;
 use super::{
     alerts::CsrfForm,
     layout::{badge, csrf, error_page, or_error, page, time},
-    session::Session,
+    session::{Refused, Session},
 };
 use crate::{
     api::{
         ApiError, ApiState,
         learn::{ApproveRequest, approve_items},
         policies::{diff_versions, publish_version},
+        reject::reject_items,
     },
     learn::LearnReport,
 };
@@ -186,7 +187,13 @@ pub async fn version(State(state): State<ApiState>, s: Session, Path(v): Path<i6
                                 td { @if r.broad { (badge("warn", "broad")) " " } @if r.unused { (badge("warn", "unused")) } }
                             } } }
                         }
-                        @if s.can_act() { p { button.primary type="submit" #approve { "Approve the checked items" } } }
+                        @if s.can_act() { p {
+                            button.primary type="submit" #approve { "Approve the checked items" } " "
+                            @if row.state == "draft" {
+                                button.danger type="submit" #reject formaction={ "/console/policy/" (v) "/reject" } { "Reject the checked items" }
+                                span.muted { " (a new draft without them; a group takes its rules along)" }
+                            }
+                        } }
                     }
                 }
                 h2 { "Document" }
@@ -215,18 +222,12 @@ pub async fn publish(
     }
 }
 
-/// `POST /console/policy/{v}/approve`: the checked `group` and `rule` boxes (repeated
-/// fields, so the body is parsed here rather than by serde).
-pub async fn approve(
-    State(state): State<ApiState>,
-    s: Session,
-    headers: HeaderMap,
-    Path(v): Path<i64>,
-    body: Bytes,
-) -> Response {
+/// The checked `group` and `rule` boxes of the review form (repeated fields, so the body
+/// is parsed here rather than by serde), once its CSRF token and the scope are checked.
+fn checked(s: &Session, headers: &HeaderMap, body: &Bytes) -> Result<ApproveRequest, Refused> {
     let mut req = ApproveRequest::default();
     let mut token = String::new();
-    for (k, val) in form_urlencoded::parse(&body) {
+    for (k, val) in form_urlencoded::parse(body) {
         match &*k {
             "csrf" => token = val.into_owned(),
             "group" => req.groups.push(val.into_owned()),
@@ -234,11 +235,42 @@ pub async fn approve(
             _ => {}
         }
     }
-    if let Err(r) = s.check_csrf(&headers, &token).and(s.require_admin()) {
-        return r.into_response();
-    }
+    s.check_csrf(headers, &token).and(s.require_admin())?;
+    Ok(req)
+}
+
+/// `POST /console/policy/{v}/approve`: the checked items.
+pub async fn approve(
+    State(state): State<ApiState>,
+    s: Session,
+    headers: HeaderMap,
+    Path(v): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let req = match checked(&s, &headers, &body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
     match approve_items(&state, v, req, s.token.name.clone()).await {
         Ok(_) => Redirect::to(&format!("/console/policy/{v}")).into_response(),
+        Err(e) => error_page(&s, &e),
+    }
+}
+
+/// `POST /console/policy/{v}/reject`: a new draft without the checked items; shown next.
+pub async fn reject(
+    State(state): State<ApiState>,
+    s: Session,
+    headers: HeaderMap,
+    Path(v): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let req = match checked(&s, &headers, &body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    match reject_items(&state, v, req, s.token.name.clone()).await {
+        Ok(r) => Redirect::to(&format!("/console/policy/{}", r.version)).into_response(),
         Err(e) => error_page(&s, &e),
     }
 }

@@ -528,6 +528,36 @@ async fn the_flow_search_filters_on_the_server_and_offers_one_click_includes() {
         "{}",
         all.body
     );
+    // Paging: one row a page, then the older one, then none.
+    let first = req(
+        format!("{}/console/flows?limit=1", c.base),
+        Some(cookie.clone()),
+        None,
+    )
+    .await;
+    let older = first
+        .body
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an Older link")
+        .replace("&amp;", "&");
+    let second = req(format!("{}{older}", c.base), Some(cookie.clone()), None).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert!(
+        second.body.contains("10.0.0.2:443") && !second.body.contains("10.0.0.2:5432"),
+        "{}",
+        second.body
+    );
+    assert!(second.body.contains("id=\"newest\""));
+    let bad_page = req(
+        format!("{}/console/flows?before=x", c.base),
+        Some(cookie.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(bad_page.status, 400);
+    assert!(bad_page.body.contains("`before`"), "{}", bad_page.body);
     // A flow's whole record, from the link on its time.
     let id = c
         .store
@@ -796,6 +826,25 @@ async fn policy_versions_diff_and_a_draft_is_approved_and_published_from_the_con
     };
     let r = approve(vec![("rule", "clients-to-web".into())]).await;
     assert_eq!(r.status, 403);
+    // Rejecting items rewrites learned drafts only; this one was applied by hand.
+    let r = req(
+        format!("{}/console/policy/2/reject", c.base),
+        Some(admin.clone()),
+        Some(vec![
+            ("csrf", csrf.clone()),
+            ("rule", "clients-to-web".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("was not learned"), "{}", r.body);
+    let r = req(
+        format!("{}/console/policy/2/reject", c.base),
+        Some(admin.clone()),
+        Some(vec![("rule", "clients-to-web".into())]),
+    )
+    .await;
+    assert_eq!(r.status, 403, "no CSRF token");
     let r = approve(vec![("csrf", csrf.clone()), ("rule", "nope".into())]).await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("no rule `nope`"), "{}", r.body);

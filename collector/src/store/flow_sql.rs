@@ -52,6 +52,12 @@ impl Sql {
         self.text.push_str(&clause.replace('$', &p));
     }
 
+    /// Binds `arg`; returns its placeholder.
+    fn arg(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("{}{}", self.mark, self.args.len())
+    }
+
     fn raw(&mut self, s: &str) {
         self.text.push_str(s);
     }
@@ -67,7 +73,7 @@ pub(crate) const ROW_COLUMNS: &str = "f.id, h.host_name, f.event, f.first_seen_n
 pub(crate) const ROW_FIELDS: usize = 19;
 
 /// The rows a search returns: its limit, 100 by default and at most [`MAX_FLOW_LIMIT`].
-pub(crate) fn limit(f: &FlowFilter) -> usize {
+pub fn limit(f: &FlowFilter) -> usize {
     match f.limit {
         0 => 100,
         n => n.min(MAX_FLOW_LIMIT),
@@ -108,6 +114,14 @@ fn conditions(q: &mut Sql, f: &FlowFilter, hosts: &Hosts<'_>) {
     }
     if let Some(t) = f.until_ns {
         q.push(" AND f.first_seen_ns < $", Arg::Big(ns(t)));
+    }
+    if let Some((t, id)) = f.before {
+        // The first comparison alone is a range on the time index; the second breaks ties.
+        let t = q.arg(Arg::Big(ns(t)));
+        let id = q.arg(Arg::Big(id));
+        q.raw(&format!(
+            " AND f.last_seen_ns <= {t} AND (f.last_seen_ns < {t} OR f.id < {id})"
+        ));
     }
     let x = &f.exclude;
     if let Some(h) = &x.host {

@@ -26,6 +26,9 @@ pub struct FlowFilter {
     pub limit: usize,
     /// Values the flows must not have.
     pub exclude: FlowExclude,
+    /// Paging: only flows after this one in the newest-first order, given as its
+    /// (`last_seen_ns`, `id`) — the last row of the previous page.
+    pub before: Option<(u64, i64)>,
 }
 
 /// Values a search leaves out (one per field); each excludes what the same field of

@@ -28,6 +28,7 @@ use cordon_wire::{Direction, FlowEvent, Proto, Verdict};
 pub use alerts::{AlertFilter, AlertRow, AlertStore};
 pub use cluster::{ClusterStore, NodeInfo, NodeRow};
 pub use commands::{AuditRow, CommandRow, CommandStore, HostEnforcement, NewCommand};
+pub use flow_sql::limit as flow_limit;
 pub use flows::{
     FlowDetail, FlowExclude, FlowFilter, FlowRow, FlowStore, FlowSummary,
     MAX_LIMIT as MAX_FLOW_LIMIT, TOP_N, TopHost, VerdictCounts,

@@ -150,6 +150,10 @@ fn main() -> anyhow::Result<()> {
             ),
         ),
         (
+            "flows, a page in the middle (Older →)".into(),
+            format!("/console/flows?before={}.{}", T0 + 12 * hour, i64::MAX),
+        ),
+        (
             "flows, all but one executable".into(),
             "/console/flows?not_exe=/usr/sbin/nginx".into(),
         ),

@@ -301,6 +301,47 @@ fn exclusions_leave_values_out_and_keep_unattributed_flows(f: &Fixture) {
     assert_eq!(by_port(1), vec![51000]);
 }
 
+fn pages_follow_one_another_without_gaps_or_repeats(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    // Ten flows, pairs of them last seen at the same instant (ties broken by id).
+    let recs: Vec<_> = (0..10u64)
+        .map(|i| {
+            rec(
+                FlowEvent::Start,
+                8000 + i as u16,
+                "/usr/bin/curl",
+                T0 + (i / 2) * 10,
+            )
+        })
+        .collect();
+    s.store_batch("h1-agent", &batch(1, recs)).expect("store");
+    for port in [None, Some(40000)] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .flows(&FlowFilter {
+                    limit: 3,
+                    port,
+                    before,
+                    ..Default::default()
+                })
+                .expect("page");
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|r| (r.last_seen_ns, r.id));
+            seen.extend(page.iter().map(|r| r.remote_port));
+        }
+        let mut want: Vec<u16> = (8000..8010).collect();
+        want.reverse();
+        let mut got = seen.clone();
+        got.sort_by(|a, b| b.cmp(a));
+        assert_eq!(got, want, "port {port:?}: every flow once: {seen:?}");
+        assert_eq!(seen.len(), 10);
+    }
+}
+
 fn one_flow_reads_whole_and_a_summary_counts_the_window(f: &Fixture) {
     let mut s = store_with_h1(f);
     s.host_connected("h2-agent", "h2", "0.1.0", "ebpf", T0)
@@ -486,6 +527,7 @@ both!(
     flows_are_filtered_and_limited,
     exclusions_leave_values_out_and_keep_unattributed_flows,
     one_flow_reads_whole_and_a_summary_counts_the_window,
+    pages_follow_one_another_without_gaps_or_repeats,
     conversations_count_flow_starts_per_edge,
     retention_removes_old_flows,
     a_newer_schema_is_refused,
