@@ -20,7 +20,7 @@ pub struct FlowQuery {
     pub host: Option<String>,
     /// The remote address (IPv4 or IPv6).
     pub remote_ip: Option<String>,
-    /// Local or remote port.
+    /// The service port: the remote port of an outbound flow, the local one of an inbound.
     pub port: Option<String>,
     /// Exact executable path of the process.
     pub exe: Option<String>,
@@ -37,7 +37,7 @@ pub struct FlowQuery {
     pub not_host: Option<String>,
     /// Leave out this remote address.
     pub not_remote_ip: Option<String>,
-    /// Leave out flows with this port on either side.
+    /// Leave out flows with this service port.
     pub not_port: Option<String>,
     /// Leave out this executable (unattributed flows stay).
     pub not_exe: Option<String>,

@@ -2,13 +2,19 @@
 //! only in how a numbered parameter is spelt (`?1` in SQLite, `$1` in PostgreSQL) and in
 //! how a host filter is best resolved, and each binds the [`Arg`]s in its own types.
 //!
-//! A port filter matches either side of a flow. An `OR` of the two ports cannot be read
-//! newest first from one index, so a search by port reads the newest rows of each side
-//! from its own index (`flows_remote_port`, `flows_local_port`) and merges the two: the
-//! search for a port nothing used answers from the indexes at once instead of walking
-//! every row (14 s on 10 million flows before).
+//! A port filter matches a flow's service port — the remote port of an outbound flow, the
+//! local one of an inbound flow, the port the service listens on — read newest first from
+//! its expression index (`flows_service_port`, [`SERVICE_PORT`] word for word, as both
+//! databases match an expression index only to the same expression): the search for a port
+//! nothing used answers from the index at once instead of walking every row (14 s on 10
+//! million flows before). The ephemeral side is not indexed: an index on it takes inserts
+//! all over and halved the collector's ingest.
 use super::FlowFilter;
 use crate::store::{MAX_FLOW_LIMIT, ns};
+
+/// A flow's service port, as `flows_service_port` indexes it.
+pub(crate) const SERVICE_PORT: &str =
+    "(CASE WHEN f.direction = 'inbound' THEN f.local_port ELSE f.remote_port END)";
 
 /// A parameter value, bound by the backend.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,8 +86,11 @@ pub fn limit(f: &FlowFilter) -> usize {
     }
 }
 
-/// Every condition of `f` except the port, each starting with ` AND `.
+/// Every condition of `f`, each starting with ` AND `.
 fn conditions(q: &mut Sql, f: &FlowFilter, hosts: &Hosts<'_>) {
+    if let Some(p) = f.port {
+        q.push(&format!(" AND {SERVICE_PORT} = $"), Arg::Int(i32::from(p)));
+    }
     match (&f.host, hosts) {
         (None, _) => {}
         (Some(_), Hosts::Ids(ids)) => {
@@ -134,10 +143,7 @@ fn conditions(q: &mut Sql, f: &FlowFilter, hosts: &Hosts<'_>) {
         q.push(" AND f.remote_ip <> $", Arg::Text(ip.to_string()));
     }
     if let Some(p) = x.port {
-        q.push(
-            " AND f.remote_port <> $ AND f.local_port <> $",
-            Arg::Int(i32::from(p)),
-        );
+        q.push(&format!(" AND {SERVICE_PORT} <> $"), Arg::Int(i32::from(p)));
     }
     if let Some(exe) = &x.exe {
         // Unattributed flows (no executable) are not the excluded one.
@@ -149,57 +155,26 @@ const NEWEST_FIRST: &str = " ORDER BY f.last_seen_ns DESC, f.id DESC";
 
 /// The search: the newest rows matching `f`, [`ROW_COLUMNS`] of each.
 pub(crate) fn search(f: &FlowFilter, mark: char, hosts: &Hosts<'_>) -> Sql {
-    let n = limit(f) as i64;
     let mut q = Sql::new(mark);
-    match f.port {
-        None => {
-            q.raw(&format!(
-                "SELECT {ROW_COLUMNS} FROM flows f JOIN hosts h ON h.id = f.host_id WHERE true"
-            ));
-            conditions(&mut q, f, hosts);
-            q.raw(NEWEST_FIRST);
-            q.push(" LIMIT $", Arg::Big(n));
-        }
-        Some(p) => {
-            // Each side newest first from its own index, then merged (UNION drops a flow
-            // that has the port on both sides).
-            q.raw(&format!("SELECT {ROW_COLUMNS} FROM ("));
-            for (i, side) in ["remote_port", "local_port"].iter().enumerate() {
-                if i > 0 {
-                    q.raw(" UNION ");
-                }
-                q.raw("SELECT * FROM (SELECT f.* FROM flows f WHERE true");
-                conditions(&mut q, f, hosts);
-                q.push(&format!(" AND f.{side} = $"), Arg::Int(i32::from(p)));
-                q.raw(NEWEST_FIRST);
-                q.push(" LIMIT $", Arg::Big(n));
-                q.raw(&format!(") s{i}"));
-            }
-            q.raw(") f JOIN hosts h ON h.id = f.host_id");
-            q.raw(NEWEST_FIRST);
-            q.push(" LIMIT $", Arg::Big(n));
-        }
-    }
+    q.raw(&format!(
+        "SELECT {ROW_COLUMNS} FROM flows f JOIN hosts h ON h.id = f.host_id WHERE true"
+    ));
+    conditions(&mut q, f, hosts);
+    q.raw(NEWEST_FIRST);
+    q.push(" LIMIT $", Arg::Big(limit(f) as i64));
     q
 }
 
 /// Everything of `f` but its limit, as a WHERE clause over flows `f` for a summary: the
 /// window is on `last_seen_ns` at both ends (what the chart is bucketed by, and all in
-/// the time index), the port an OR (aggregates read every matching row anyway).
+/// the time index).
 fn matching(q: &mut Sql, f: &FlowFilter, hosts: &Hosts<'_>) {
     q.raw(" WHERE true");
     let mut f = f.clone();
     if let Some(t) = f.until_ns.take() {
         q.push(" AND f.last_seen_ns < $", Arg::Big(ns(t)));
     }
-    let f = &f;
-    conditions(q, f, hosts);
-    if let Some(p) = f.port {
-        q.push(
-            " AND (f.remote_port = $ OR f.local_port = $)",
-            Arg::Int(i32::from(p)),
-        );
-    }
+    conditions(q, &f, hosts);
 }
 
 /// Flows matching `f` per time bucket and compliance verdict: rows of (bucket index from
@@ -238,13 +213,113 @@ pub(crate) fn top_escaped_ports(f: &FlowFilter, n: usize, mark: char, hosts: &Ho
     let mut f = f.clone();
     f.verdict = Some("escaped".into());
     let mut q = Sql::new(mark);
-    q.raw(
-        "SELECT CASE WHEN f.direction = 'inbound' THEN f.local_port ELSE f.remote_port END \
-         AS port, count(*) AS n FROM flows f",
-    );
+    q.raw(&format!(
+        "SELECT {SERVICE_PORT} AS port, count(*) AS n FROM flows f"
+    ));
     matching(&mut q, &f, hosts);
     q.raw(" GROUP BY port ORDER BY n DESC, port");
     q.push(" LIMIT $", Arg::Big(n as i64));
+    q
+}
+
+/// A period of the per-period counts kept at ingest: its table and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Period {
+    pub table: &'static str,
+    pub ns: u64,
+}
+
+pub(crate) const MINUTE: Period = Period {
+    table: "flow_minutes",
+    ns: 60_000_000_000,
+};
+pub(crate) const HOUR: Period = Period {
+    table: "flow_hours",
+    ns: 3_600_000_000_000,
+};
+/// Both, in the order ingest writes them.
+pub(crate) const PERIODS: [Period; 2] = [MINUTE, HOUR];
+
+/// The counts a summary of a window this long reads: by the hour from 12 hours (a day is
+/// 24 rows a host, not 1,440), else by the minute.
+pub(crate) fn period_for(window_ns: u64) -> Period {
+    if window_ns >= 12 * HOUR.ns {
+        HOUR
+    } else {
+        MINUTE
+    }
+}
+
+/// Whether a summary of `f` can be read from the per-period counts: it filters on
+/// nothing but host and time.
+pub(crate) fn rollup_serves(f: &FlowFilter) -> bool {
+    let x = &f.exclude;
+    f.remote_ip.is_none()
+        && f.port.is_none()
+        && f.exe.is_none()
+        && f.verdict.is_none()
+        && x.host.is_none()
+        && x.remote_ip.is_none()
+        && x.port.is_none()
+        && x.exe.is_none()
+}
+
+/// A window in whole periods: [start, end), buckets of `width` periods.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slots {
+    pub period: Period,
+    pub start: i64,
+    pub end: i64,
+    pub width: i64,
+}
+
+/// The per-period counts' FROM and WHERE for `f`'s host and the window.
+fn slots_matching(q: &mut Sql, f: &FlowFilter, w: &Slots, hosts: &Hosts<'_>) {
+    q.raw(&format!(" FROM {} m", w.period.table));
+    q.push(" WHERE m.period >= $", Arg::Big(w.start));
+    q.push(" AND m.period < $", Arg::Big(w.end));
+    match (&f.host, hosts) {
+        (None, _) => {}
+        (Some(_), Hosts::Ids(ids)) => {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            q.raw(&format!(" AND m.host_id IN ({})", ids.join(", ")));
+        }
+        (Some(h), Hosts::Select) => q.push(
+            " AND m.host_id IN (SELECT id FROM hosts WHERE agent_id = $ OR host_name = $)",
+            Arg::Text(h.clone()),
+        ),
+    }
+}
+
+/// [`series`] from the per-period counts: rows of (bucket, verdict or '', flows).
+pub(crate) fn series_slots(f: &FlowFilter, w: &Slots, mark: char, hosts: &Hosts<'_>) -> Sql {
+    let mut q = Sql::new(mark);
+    q.push("SELECT (m.period - $)", Arg::Big(w.start));
+    q.push(
+        " / $ AS bucket, m.verdict, CAST(sum(m.flows) AS BIGINT)",
+        Arg::Big(w.width.max(1)),
+    );
+    slots_matching(&mut q, f, w, hosts);
+    q.raw(" GROUP BY bucket, m.verdict");
+    q
+}
+
+/// [`top_hosts`] from the per-period counts.
+pub(crate) fn top_hosts_slots(
+    f: &FlowFilter,
+    w: &Slots,
+    n: usize,
+    mark: char,
+    hosts: &Hosts<'_>,
+) -> Sql {
+    let mut q = Sql::new(mark);
+    q.raw(
+        "SELECT h.host_name, t.n FROM (SELECT m.host_id AS hid, CAST(sum(m.flows) AS BIGINT) AS n",
+    );
+    slots_matching(&mut q, f, w, hosts);
+    q.raw(" GROUP BY m.host_id ORDER BY n DESC, hid");
+    q.push(" LIMIT $", Arg::Big(n as i64));
+    q.raw(") t JOIN hosts h ON h.id = t.hid ORDER BY t.n DESC, h.host_name");
     q
 }
 
@@ -253,7 +328,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_port_search_merges_both_sides_and_numbers_parameters_in_order() {
+    fn a_port_search_uses_the_service_port_expression_and_numbers_parameters_in_order() {
         let f = FlowFilter {
             port: Some(443),
             exe: Some("/usr/bin/curl".into()),
@@ -261,13 +336,21 @@ mod tests {
             ..Default::default()
         };
         let q = search(&f, '$', &Hosts::Select);
-        assert!(q.text.contains("f.remote_port = $2"), "{}", q.text);
-        assert!(q.text.contains("f.local_port = $5"), "{}", q.text);
-        assert!(q.text.contains(" UNION "), "{}", q.text);
-        assert!(q.text.ends_with("LIMIT $7"), "{}", q.text);
-        assert_eq!(q.args.len(), 7);
-        assert_eq!(q.args[1], Arg::Int(443));
-        assert_eq!(q.args[6], Arg::Big(5));
+        assert!(
+            q.text.contains(&format!("{SERVICE_PORT} = $1")),
+            "{}",
+            q.text
+        );
+        assert!(q.text.contains("f.exe = $2"), "{}", q.text);
+        assert!(q.text.ends_with("LIMIT $3"), "{}", q.text);
+        assert_eq!(
+            q.args,
+            vec![
+                Arg::Int(443),
+                Arg::Text("/usr/bin/curl".into()),
+                Arg::Big(5)
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Querying stored flows (what `GET /api/v1/flows` and `cordon flows` will serve).
 use cordon_wire::FlowBatch;
 
-use super::{Compliance, Conversation, StoreError, Stored};
+use super::{
+    Compliance, Conversation, StoreError, Stored,
+    flow_sql::{Slots, period_for},
+};
 
 /// Most rows one query returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -12,7 +15,7 @@ pub struct FlowFilter {
     /// Agent id or host name.
     pub host: Option<String>,
     pub remote_ip: Option<std::net::IpAddr>,
-    /// Local or remote port.
+    /// The service port: the remote port of an outbound flow, the local one of an inbound.
     pub port: Option<u16>,
     /// Exact executable path.
     pub exe: Option<String>,
@@ -148,6 +151,34 @@ pub(crate) fn window(f: &FlowFilter, buckets: usize, now_ns: u64) -> (u64, u64, 
     let width = (end - start).div_ceil(n as u64).max(1_000_000_000);
     let n = (end - start).div_ceil(width) as usize;
     (start, width, n)
+}
+
+/// A summary's window in whole periods of the counts kept at ingest ([`period_for`] its
+/// length): from the period `f.since_ns` falls in to the one after `f.until_ns` (or
+/// `now_ns`), in at most `buckets` buckets of whole periods. Returns (start ns, width ns,
+/// buckets) and the same in periods.
+pub(crate) fn slot_window(
+    f: &FlowFilter,
+    buckets: usize,
+    now_ns: u64,
+) -> ((u64, u64, usize), Slots) {
+    let (since, until) = (f.since_ns.unwrap_or(0), f.until_ns.unwrap_or(now_ns));
+    let period = period_for(until.saturating_sub(since));
+    let p = period.ns;
+    let start = since / p;
+    let end = until.div_ceil(p).max(start + 1);
+    let width = (end - start).div_ceil(buckets.clamp(1, 1000) as u64).max(1);
+    let n = (end - start).div_ceil(width) as usize;
+    let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    (
+        (start * p, width * p, n),
+        Slots {
+            period,
+            start: big(start),
+            end: big(end),
+            width: big(width),
+        },
+    )
 }
 
 /// Buckets from (bucket index, verdict, flows) rows (out of range ones, which the window

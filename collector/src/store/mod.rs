@@ -11,7 +11,7 @@
 mod alerts;
 mod cluster;
 mod commands;
-mod flow_sql;
+pub(crate) mod flow_sql;
 mod flows;
 mod hosts;
 mod learn;

@@ -141,6 +141,14 @@ fn main() -> anyhow::Result<()> {
             ),
         ),
         (
+            "flows, a day's window".into(),
+            format!(
+                "/console/flows?since={}&until={}",
+                rfc3339(T0),
+                rfc3339(T0 + 24 * hour)
+            ),
+        ),
+        (
             "flows of one host, a day's window".into(),
             format!(
                 "/console/flows?host={}&since={}&until={}",

@@ -273,7 +273,7 @@ pub struct FlowArgs {
     host: Option<String>,
     #[arg(long)]
     remote_ip: Option<String>,
-    /// Local or remote port.
+    /// The service port: the remote port of an outbound flow, the local one of an inbound.
     #[arg(long)]
     port: Option<u16>,
     /// Exact executable path.

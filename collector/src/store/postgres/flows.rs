@@ -6,7 +6,7 @@ use cordon_wire::FlowBatch;
 use super::{PgStore, hosts::rows, ingest};
 use crate::store::{
     flow_sql::{self, Arg, Hosts},
-    flows::{bucketed, window},
+    flows::{bucketed, slot_window, window},
     *,
 };
 
@@ -96,15 +96,33 @@ impl FlowStore for PgStore {
     }
 
     fn flow_summary(&self, f: &FlowFilter, buckets: usize) -> Result<FlowSummary, StoreError> {
-        let (start_ns, width_ns, n) = window(f, buckets, crate::ingest::now_ns());
+        let now = crate::ingest::now_ns();
+        let rollup = flow_sql::rollup_serves(f);
+        let ((start_ns, width_ns, n), slots) = if rollup {
+            let (w, s) = slot_window(f, buckets, now);
+            (w, Some(s))
+        } else {
+            (window(f, buckets, now), None)
+        };
         let mut f = f.clone();
-        f.since_ns = Some(start_ns);
+        f.since_ns = Some(f.since_ns.unwrap_or(start_ns));
         let h = Hosts::Select;
+        let (series, top) = if let Some(w) = &slots {
+            (
+                flow_sql::series_slots(&f, w, '$', &h),
+                flow_sql::top_hosts_slots(&f, w, TOP_N, '$', &h),
+            )
+        } else {
+            (
+                flow_sql::series(&f, width_ns, '$', &h),
+                flow_sql::top_hosts(&f, TOP_N, '$', &h),
+            )
+        };
         self.with(|c, _| {
-            let series = rows(query(c, flow_sql::series(&f, width_ns, '$', &h))?, |r| {
+            let series = rows(query(c, series)?, |r| {
                 Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
             })?;
-            let top_hosts = rows(query(c, flow_sql::top_hosts(&f, TOP_N, '$', &h))?, |r| {
+            let top_hosts = rows(query(c, top)?, |r| {
                 Ok(TopHost {
                     host: r.try_get(0)?,
                     flows: u(r.try_get(1)?),
@@ -147,10 +165,18 @@ impl FlowStore for PgStore {
 
     fn apply_retention(&mut self, before_ns: u64) -> Result<usize, StoreError> {
         self.with_mut(|c, _| {
-            Ok(c.execute(
+            let n = c.execute(
                 "DELETE FROM flows WHERE last_seen_ns < $1",
                 &[&ns(before_ns)],
-            )? as usize)
+            )?;
+            // The periods wholly before the cut go with their flows.
+            for p in flow_sql::PERIODS {
+                c.execute(
+                    &format!("DELETE FROM {} WHERE period < $1", p.table),
+                    &[&ns(before_ns / p.ns)],
+                )?;
+            }
+            Ok(n as usize)
         })
     }
 

@@ -24,7 +24,7 @@ use super::{
     conn::Statements,
     listen, notify, text,
 };
-use crate::store::*;
+use crate::store::{flow_sql, *};
 
 const LOCK_HOSTS: &str = "SELECT id, agent_id, last_seq, host_name FROM hosts
     WHERE agent_id = ANY($1) ORDER BY id FOR UPDATE";
@@ -72,6 +72,19 @@ const UPSERT_EDGES: &str = "INSERT INTO conversations (host_id, direction, proto
     ON CONFLICT (host_id, direction, proto, remote_ip, port, exe) DO UPDATE
         SET flows = conversations.flows + EXCLUDED.flows,
             last_seen_ns = GREATEST(conversations.last_seen_ns, EXCLUDED.last_seen_ns)";
+
+/// The per-period counts' upserts, in the order of [`flow_sql::PERIODS`].
+const UPSERT_SLOTS: [&str; 2] = [
+    "INSERT INTO flow_minutes (host_id, period, verdict, flows)
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[])
+     ON CONFLICT (period, host_id, verdict) DO UPDATE SET flows = flow_minutes.flows + EXCLUDED.flows",
+    "INSERT INTO flow_hours (host_id, period, verdict, flows)
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[])
+     ON CONFLICT (period, host_id, verdict) DO UPDATE SET flows = flow_hours.flows + EXCLUDED.flows",
+];
+
+/// Flows per (period kind, host, period, verdict): the console's summaries' counts.
+type Slots = BTreeMap<(usize, i64, i64, &'static str), i64>;
 
 const SET_SEQS: &str = "UPDATE hosts h SET last_seq = v.seq
     FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq) WHERE h.id = v.id";
@@ -128,6 +141,7 @@ pub(super) fn store_group(
     let mut out = Vec::with_capacity(batches.len());
     let mut pending: Vec<Pending<'_>> = Vec::new();
     let mut edges: BTreeMap<EdgeKey, EdgeCount> = BTreeMap::new();
+    let mut slots = Slots::new();
     for (agent_id, batch) in batches {
         let Some(host) = hosts.get_mut(*agent_id) else {
             out.push(Err(StoreError::UnknownAgent(agent_id.to_string())));
@@ -139,6 +153,16 @@ pub(super) fn store_group(
         }
         for r in &batch.records {
             let judged = compliance.judge.as_mut().and_then(|j| j(agent_id, r));
+            for (k, p) in flow_sql::PERIODS.iter().enumerate() {
+                *slots
+                    .entry((
+                        k,
+                        host.id,
+                        ns(r.last_seen_ns / p.ns),
+                        judged.as_ref().map_or("", |j| j.verdict),
+                    ))
+                    .or_default() += 1;
+            }
             if r.event == FlowEvent::Start {
                 count_edge(&mut edges, host.id, r);
             }
@@ -165,6 +189,23 @@ pub(super) fn store_group(
     }
     if !edges.is_empty() {
         upsert_edges(tx, st, &edges)?;
+    }
+    // In key order, as every transaction takes them: no two wait on each other crosswise.
+    for (k, upsert) in UPSERT_SLOTS.iter().enumerate() {
+        debug_assert!(upsert.contains(flow_sql::PERIODS[k].table));
+        let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((_, host, period, verdict), n) in
+            slots.range((k, i64::MIN, i64::MIN, "")..(k + 1, i64::MIN, i64::MIN, ""))
+        {
+            cols.0.push(*host);
+            cols.1.push(*period);
+            cols.2.push(*verdict);
+            cols.3.push(*n);
+        }
+        if !cols.0.is_empty() {
+            let upsert = st.get(tx, upsert)?;
+            tx.execute(&upsert, &[&cols.0, &cols.1, &cols.2, &cols.3])?;
+        }
     }
     let (ids, seqs): (Vec<i64>, Vec<i64>) = hosts
         .values()

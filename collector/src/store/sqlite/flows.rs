@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use super::SqliteStore;
 use crate::store::{
     flow_sql::{self, Arg, Hosts},
-    flows::{bucketed, window},
+    flows::{bucketed, slot_window, window},
     *,
 };
 
@@ -106,9 +106,16 @@ impl FlowStore for SqliteStore {
     }
 
     fn flow_summary(&self, f: &FlowFilter, buckets: usize) -> Result<FlowSummary, StoreError> {
-        let (start_ns, width_ns, n) = window(f, buckets, crate::ingest::now_ns());
+        let now = crate::ingest::now_ns();
+        let rollup = flow_sql::rollup_serves(f);
+        let ((start_ns, width_ns, n), slots) = if rollup {
+            let (w, s) = slot_window(f, buckets, now);
+            (w, Some(s))
+        } else {
+            (window(f, buckets, now), None)
+        };
         let mut f = f.clone();
-        f.since_ns = Some(start_ns);
+        f.since_ns = Some(f.since_ns.unwrap_or(start_ns));
         let mut out = FlowSummary {
             start_ns,
             width_ns,
@@ -119,18 +126,27 @@ impl FlowStore for SqliteStore {
             return Ok(out);
         };
         let hosts = hosts(&ids);
-        let run = |q: flow_sql::Sql| -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
-            let mut stmt = self.conn.prepare(&q.text)?;
-            let rows = stmt.query_map(params_from_iter(values(q.args)), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        let (series, top) = if let Some(w) = &slots {
+            (
+                flow_sql::series_slots(&f, w, '?', &hosts),
+                flow_sql::top_hosts_slots(&f, w, TOP_N, '?', &hosts),
+            )
+        } else {
+            (
+                flow_sql::series(&f, width_ns, '?', &hosts),
+                flow_sql::top_hosts(&f, TOP_N, '?', &hosts),
+            )
         };
-        out.buckets = bucketed(run(flow_sql::series(&f, width_ns, '?', &hosts))?, n);
-        let q = flow_sql::top_hosts(&f, TOP_N, '?', &hosts);
-        let mut stmt = self.conn.prepare(&q.text)?;
+        let mut stmt = self.conn.prepare(&series.text)?;
+        let rows = stmt
+            .query_map(params_from_iter(values(series.args)), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        out.buckets = bucketed(rows, n);
+        let mut stmt = self.conn.prepare(&top.text)?;
         out.top_hosts = stmt
-            .query_map(params_from_iter(values(q.args)), |r| {
+            .query_map(params_from_iter(values(top.args)), |r| {
                 Ok(TopHost {
                     host: r.get(0)?,
                     flows: r.get::<_, i64>(1)? as u64,
@@ -182,7 +198,17 @@ impl FlowStore for SqliteStore {
     fn apply_retention(&mut self, before_ns: u64) -> Result<usize, StoreError> {
         Ok(self
             .conn
-            .execute("DELETE FROM flows WHERE last_seen_ns < ?1", [ns(before_ns)])?)
+            .execute("DELETE FROM flows WHERE last_seen_ns < ?1", [ns(before_ns)])
+            .and_then(|n| {
+                // The periods wholly before the cut go with their flows.
+                for p in flow_sql::PERIODS {
+                    self.conn.execute(
+                        &format!("DELETE FROM {} WHERE period < ?1", p.table),
+                        [ns(before_ns / p.ns)],
+                    )?;
+                }
+                Ok(n)
+            })?)
     }
 
     fn conversations(&self, agent_id: &str) -> Result<Vec<Conversation>, StoreError> {
@@ -243,9 +269,20 @@ impl SqliteStore {
                  ON CONFLICT DO UPDATE SET flows = flows + 1,
                     last_seen_ns = max(last_seen_ns, ?7)",
             )?;
+            // Flows per (period kind, period, verdict): the summaries' counts.
+            let mut slots: std::collections::BTreeMap<(usize, i64, &str), i64> = Default::default();
             for r in &batch.records {
                 let p = r.process.as_ref();
                 let judged = compliance.judge.as_mut().and_then(|j| j(agent_id, r));
+                for (k, p) in flow_sql::PERIODS.iter().enumerate() {
+                    *slots
+                        .entry((
+                            k,
+                            ns(r.last_seen_ns / p.ns),
+                            judged.as_ref().map_or("", |j| j.verdict),
+                        ))
+                        .or_default() += 1;
+                }
                 insert.execute(params![
                     host_id,
                     event_name(r.event),
@@ -315,6 +352,14 @@ impl SqliteStore {
                         ns(r.first_seen_ns),
                     ])?;
                 }
+            }
+            for ((k, period, verdict), n) in slots {
+                tx.prepare_cached(&format!(
+                    "INSERT INTO {} (period, host_id, verdict, flows) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET flows = flows + excluded.flows",
+                    flow_sql::PERIODS[k].table
+                ))?
+                .execute(params![period, host_id, verdict, n])?;
             }
         }
         tx.execute(
