@@ -99,6 +99,12 @@ def phase_live(page, host, port):
     if str(port) in left:
         sys.exit(f"port {port} excluded, the table still shows it: {left}")
     say(f"exclude: {len(left)} rows, none of port {port}")
+    # A group of the published policy: only its hosts' flows (h2 is the lab's client).
+    page.goto(f"{BASE}/console/flows?group=clients&proto=tcp")
+    cells = page.locator("#flow-rows tr td:nth-child(2)").evaluate_all("cs => cs.map(c => c.innerText)")
+    if not cells or any(not c.startswith(host) for c in cells):
+        sys.exit(f"group clients should show {host}'s flows only, it shows hosts {cells}")
+    say(f"group: {len(cells)} rows, all of {host}")
 
 
 def phase_isolate(page, host):

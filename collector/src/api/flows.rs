@@ -24,6 +24,11 @@ pub struct FlowQuery {
     pub port: Option<String>,
     /// Exact executable path of the process.
     pub exe: Option<String>,
+    /// Protocol: tcp, udp, icmp, icmpv6 (or ip-N).
+    pub proto: Option<String>,
+    /// A group of the published policy: flows of the hosts in it (by name, labels and
+    /// addresses; its process filter, which is per flow, aside).
+    pub group: Option<String>,
     /// Flows last seen at or after: RFC 3339 (`2026-11-28T10:00:00Z`), a duration before
     /// now (`15m`, `2h`), or Unix ns.
     pub since: Option<String>,
@@ -112,7 +117,18 @@ impl FlowQuery {
                 "`verdict`: `{v}`: permitted, escaped or rejected"
             )));
         }
+        if let Some(p) = &self.proto
+            && !(matches!(p.as_str(), "tcp" | "udp" | "icmp" | "icmpv6")
+                || p.strip_prefix("ip-")
+                    .is_some_and(|n| n.parse::<u8>().is_ok()))
+        {
+            return Err(ApiError::bad_request(format!(
+                "`proto`: `{p}`: tcp, udp, icmp, icmpv6 or ip-N"
+            )));
+        }
         Ok(FlowFilter {
+            proto: self.proto.clone(),
+            agents: None,
             verdict: self.verdict.clone(),
             host: self.host.clone(),
             remote_ip: parse("remote_ip", self.remote_ip.as_deref(), "an IP address")?,
@@ -144,6 +160,52 @@ impl FlowQuery {
     }
 }
 
+impl FlowQuery {
+    /// [`FlowQuery::filter`], with the `group` resolved against the published policy.
+    pub async fn resolve(&self, state: &ApiState, now: SystemTime) -> Result<FlowFilter, ApiError> {
+        let mut f = self.filter(now)?;
+        if let Some(g) = &self.group {
+            f.agents = Some(group_members(state, g)?);
+        }
+        Ok(f)
+    }
+}
+
+/// The agent ids of the hosts in group `name` of the published policy: those its host
+/// filters (names, labels) admit and, if it has addresses, with an address in them.
+pub fn group_members(state: &ApiState, name: &str) -> Result<Vec<String>, ApiError> {
+    let ctx = state
+        .policy
+        .current()
+        .ok_or_else(|| ApiError::bad_request("`group`: no policy is published"))?;
+    let g = ctx
+        .policy
+        .groups
+        .iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`group`: the published policy (v{}) has no group `{name}`",
+                ctx.version
+            ))
+        })?;
+    let mut out: Vec<String> = ctx
+        .hosts
+        .iter()
+        .filter(|(_, h)| crate::policy::eval::host_passes(g, h))
+        .filter(|(id, _)| {
+            g.cidr.is_empty()
+                || ctx
+                    .ip_hosts
+                    .iter()
+                    .any(|(ip, owner)| owner == *id && g.cidr.iter().any(|c| c.contains(ip)))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Stored flow records matching the filters, newest first.
 #[utoipa::path(get, path = "/api/v1/flows", tag = "flows", security(("token" = [])),
     params(FlowQuery),
@@ -155,7 +217,7 @@ pub async fn query(
 ) -> Result<Json<Vec<FlowRow>>, ApiError> {
     state.authorize(&headers, Scope::Read).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let filter = q.filter(SystemTime::now())?;
+    let filter = q.resolve(&state, SystemTime::now()).await?;
     Ok(Json(state.store(move |s| s.flows(&filter)).await?))
 }
 

@@ -41,6 +41,8 @@ fn with(q: &FlowQuery, key: &str, value: &str) -> String {
         ("remote_ip", &q.remote_ip),
         ("port", &q.port),
         ("exe", &q.exe),
+        ("proto", &q.proto),
+        ("group", &q.group),
         ("verdict", &q.verdict),
         ("since", &q.since),
         ("until", &q.until),
@@ -72,6 +74,8 @@ fn cleaned(mut q: FlowQuery) -> FlowQuery {
         &mut q.remote_ip,
         &mut q.port,
         &mut q.exe,
+        &mut q.proto,
+        &mut q.group,
         &mut q.verdict,
         &mut q.since,
         &mut q.until,
@@ -89,11 +93,16 @@ fn cleaned(mut q: FlowQuery) -> FlowQuery {
     q
 }
 
+/// The one-click filter beside a value: only this value (+).
+fn only(q: &FlowQuery, key: &str, value: &str) -> Markup {
+    html! { a.pill href={ "/console/flows?" (with(q, key, value)) } title={ "only " (key) " = " (value) } { "+" } }
+}
+
 /// The one-click filters beside a value: only this value (+), everything but it (−).
 fn include(q: &FlowQuery, key: &str, value: &str) -> Markup {
     let not = format!("not_{key}");
     html! {
-        a.pill href={ "/console/flows?" (with(q, key, value)) } title={ "only " (key) " = " (value) } { "+" }
+        (only(q, key, value))
         a.pill.exclude href={ "/console/flows?" (with(q, &not, value)) } title={ "all but " (key) " = " (value) } { "−" }
     }
 }
@@ -120,7 +129,7 @@ pub fn row(q: &FlowQuery, f: &FlowRow) -> Markup {
             td.mono title={ "first seen " (time(f.first_seen_ns)) } { a href={ "/console/flows/" (f.id) } { (time(f.last_seen_ns)) } }
             td { (f.host) (include(q, "host", &f.host)) }
             td { (f.direction) }
-            td { (f.proto) }
+            td { (f.proto) (only(q, "proto", &f.proto)) }
             td.mono { (f.local_ip) ":" (f.local_port) }
             td.mono { (f.remote_ip) ":" (f.remote_port) (include(q, "remote_ip", &f.remote_ip)) }
             td { (port) (include(q, "port", &port.to_string())) }
@@ -140,6 +149,12 @@ fn filters(q: &FlowQuery) -> Markup {
             label { "Remote IP" input name="remote_ip" value=(v(&q.remote_ip)) size="14"; }
             label { "Port" input name="port" value=(v(&q.port)) size="6"; }
             label { "Executable" input name="exe" value=(v(&q.exe)) size="22"; }
+            label { "Proto" select name="proto" {
+                @for (val, text) in [("", "any"), ("tcp", "tcp"), ("udp", "udp"), ("icmp", "icmp"), ("icmpv6", "icmpv6")] {
+                    option value=(val) selected[q.proto.as_deref().unwrap_or("") == val] { (text) }
+                }
+            } }
+            label { "Group" input name="group" value=(v(&q.group)) size="12" placeholder="published policy"; }
             label { "Verdict" select name="verdict" {
                 @for (val, text) in [("", "any"), ("permitted", "permitted"), ("escaped", "escaped"), ("rejected", "rejected")] {
                     option value=(val) selected[q.verdict.as_deref().unwrap_or("") == val] { (text) }
@@ -169,7 +184,7 @@ pub async fn search(
 ) -> Response {
     let q = cleaned(q);
     let r = async {
-        let filter = q.filter(std::time::SystemTime::now())?;
+        let filter = q.resolve(&state, std::time::SystemTime::now()).await?;
         let limit = crate::store::flow_limit(&filter);
         let mut window = filter.clone();
         window.before = None;
@@ -221,7 +236,7 @@ pub async fn live(
     Query(q): Query<FlowQuery>,
 ) -> Response {
     let q = cleaned(q);
-    let mut filter = match q.filter(std::time::SystemTime::now()) {
+    let mut filter = match q.resolve(&state, std::time::SystemTime::now()).await {
         Ok(f) => f,
         Err(e) => return (e.status(), e.message().to_string()).into_response(),
     };

@@ -14,6 +14,7 @@ struct Console {
     reader: String,
     join: String,
     store: Arc<Mutex<Store>>,
+    policy: Arc<crate::policy::state::PolicyState>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -72,7 +73,9 @@ async fn console() -> Console {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, ApiState::for_tests(store.clone()), async {
+    let state = ApiState::for_tests(store.clone());
+    let policy = state.policy.clone();
+    tokio::spawn(serve(listener, state, async {
         let _ = stopped.await;
     }));
     Console {
@@ -81,6 +84,7 @@ async fn console() -> Console {
         reader,
         join,
         store,
+        policy,
         _stop: stop,
     }
 }
@@ -591,6 +595,104 @@ async fn the_flow_search_filters_on_the_server_and_offers_one_click_includes() {
     .await;
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("`port`"), "{}", bad.body);
+}
+
+#[tokio::test]
+async fn flows_are_searched_by_policy_group_and_protocol() {
+    let c = console().await;
+    {
+        use cordon_wire::{Direction, FlowBatch, FlowEvent, FlowRecord, Proto, Verdict};
+        let mut s = c.store.lock().expect("store");
+        let now = crate::ingest::now_ns();
+        s.host_connected("agent-db-1", "db-1", "0.1.0", "ebpf", now)
+            .expect("host");
+        s.set_label("agent-web-1", "role", Some("web"))
+            .expect("label");
+        s.apply_policy(
+            "p",
+            "name: p\ngroups:\n  web:\n    label: {role: web}\nrules: []\ncatch_all:\n  - action: deny\n",
+            "ops",
+            now,
+        )
+        .expect("v1");
+        s.publish_policy(1, "ops", now)
+            .expect("store")
+            .expect("published");
+        let rec = |port: u16, proto: Proto| FlowRecord {
+            event: FlowEvent::Start,
+            first_seen_ns: now,
+            last_seen_ns: now + 1,
+            proto,
+            direction: Direction::Outbound,
+            local: "10.0.0.1:40000".parse().expect("addr"),
+            remote: std::net::SocketAddr::from(([10, 0, 0, 2], port)),
+            bytes_out: 1,
+            bytes_in: 1,
+            packets_out: 1,
+            packets_in: 1,
+            tcp_flags: (0, 0),
+            closed: false,
+            verdict: Verdict::Forwarded,
+            process: None,
+            unattributed_reason: None,
+        };
+        for (agent, port) in [("agent-web-1", 1111), ("agent-db-1", 2222)] {
+            let b = FlowBatch {
+                seq: 1,
+                records: vec![rec(port, Proto::Tcp), rec(port + 1, Proto::Udp)],
+                dropped_before: 0,
+            };
+            s.store_batch(agent, &b).expect("batch");
+        }
+        c.policy.reload(&**s).expect("policy state");
+    }
+    let read = sign_in(&c, &c.reader).await.expect("reader");
+    let get = |q: &str| {
+        req(
+            format!("{}/console/flows?{q}", c.base),
+            Some(read.clone()),
+            None,
+        )
+    };
+    let web = get("group=web").await;
+    assert_eq!(web.status, 200, "{}", web.body);
+    assert!(
+        web.body.contains(":1111") && web.body.contains(":1112"),
+        "{}",
+        web.body
+    );
+    assert!(
+        !web.body.contains(":2222"),
+        "db-1 is not in group web: {}",
+        web.body
+    );
+    let udp = get("proto=udp").await;
+    assert!(
+        udp.body.contains(":1112") && udp.body.contains(":2223"),
+        "{}",
+        udp.body
+    );
+    assert!(
+        !udp.body.contains(":1111") && !udp.body.contains(":2222"),
+        "{}",
+        udp.body
+    );
+    assert!(
+        udp.body.contains("proto=udp"),
+        "a one-click protocol filter"
+    );
+    let both = get("group=web&proto=tcp").await;
+    assert!(
+        both.body.contains(":1111") && !both.body.contains(":1112"),
+        "{}",
+        both.body
+    );
+    let nope = get("group=nope").await;
+    assert_eq!(nope.status, 400);
+    assert!(nope.body.contains("no group `nope`"), "{}", nope.body);
+    let bad = get("proto=sctp").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("`proto`"), "{}", bad.body);
 }
 
 #[tokio::test]

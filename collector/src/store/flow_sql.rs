@@ -108,6 +108,20 @@ fn conditions(q: &mut Sql, f: &FlowFilter, hosts: &Hosts<'_>) {
     if let Some(exe) = &f.exe {
         q.push(" AND f.exe = $", Arg::Text(exe.clone()));
     }
+    if let Some(p) = &f.proto {
+        q.push(" AND f.proto = $", Arg::Text(p.clone()));
+    }
+    match f.agents.as_deref() {
+        None => {}
+        Some([]) => q.raw(" AND false"),
+        Some(agents) => {
+            let marks: Vec<String> = agents.iter().map(|a| q.arg(Arg::Text(a.clone()))).collect();
+            q.raw(&format!(
+                " AND f.host_id IN (SELECT id FROM hosts WHERE agent_id IN ({}))",
+                marks.join(", ")
+            ));
+        }
+    }
     match f.verdict.as_deref() {
         // Violations have their own partial index, which SQLite uses only when the query
         // repeats its condition word for word (it proves no implication from a parameter),
@@ -257,6 +271,8 @@ pub(crate) fn rollup_serves(f: &FlowFilter) -> bool {
     f.remote_ip.is_none()
         && f.port.is_none()
         && f.exe.is_none()
+        && f.proto.is_none()
+        && f.agents.is_none()
         && f.verdict.is_none()
         && x.host.is_none()
         && x.remote_ip.is_none()

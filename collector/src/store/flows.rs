@@ -19,6 +19,11 @@ pub struct FlowFilter {
     pub port: Option<u16>,
     /// Exact executable path.
     pub exe: Option<String>,
+    /// Protocol as stored: tcp, udp, icmp, icmpv6, ip-N.
+    pub proto: Option<String>,
+    /// Only these hosts (agent ids): a policy group's members, resolved by the caller.
+    /// Empty: nothing matches.
+    pub agents: Option<Vec<String>>,
     /// Compliance verdict: permitted, escaped or rejected.
     pub verdict: Option<String>,
     /// Flows last seen at or after this Unix ns.

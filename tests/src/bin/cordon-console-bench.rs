@@ -174,6 +174,11 @@ fn main() -> anyhow::Result<()> {
             "/console/flows?exe=/tmp/x".into(),
         ),
         (
+            "flows, a protocol nobody uses".into(),
+            "/console/flows?proto=icmpv6".into(),
+        ),
+        ("flows, UDP".into(), "/console/flows?proto=udp".into()),
+        (
             "flows, a port nobody uses".into(),
             "/console/flows?port=31337".into(),
         ),

@@ -2,6 +2,9 @@
 -- first, and its summaries counted from the time index alone (it holds the
 -- host and the verdict too). See the SQLite schema version 10.
 CREATE INDEX flows_service_port ON flows((CASE WHEN direction = 'inbound' THEN local_port ELSE remote_port END), last_seen_ns);
+-- The protocol, for a search of one that few flows use (ICMP): a handful of values, each
+-- appended to in time order, so cheap to keep.
+CREATE INDEX flows_proto ON flows(proto, last_seen_ns);
 DROP INDEX flows_time;
 CREATE INDEX flows_time ON flows(last_seen_ns, host_id, policy_verdict);
 -- Flows per minute and per hour, host and verdict, kept at ingest (see the SQLite schema

@@ -10,6 +10,9 @@
 -- plain time index, each entry a little wider). Rebuilding it takes a while on a large
 -- store, once, at the upgrade.
 CREATE INDEX flows_service_port ON flows((CASE WHEN direction = 'inbound' THEN local_port ELSE remote_port END), last_seen_ns);
+-- The protocol, for a search of one that few flows use (ICMP): a handful of values, each
+-- appended to in time order, so cheap to keep.
+CREATE INDEX flows_proto ON flows(proto, last_seen_ns);
 DROP INDEX flows_time;
 CREATE INDEX flows_time ON flows(last_seen_ns, host_id, policy_verdict);
 -- Flows per minute and per hour, host and verdict ('' where no policy was published),

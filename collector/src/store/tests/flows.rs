@@ -302,6 +302,67 @@ fn exclusions_leave_values_out_and_keep_unattributed_flows(f: &Fixture) {
     assert_eq!(by_port(1), vec![51000]);
 }
 
+fn protocol_and_host_set_filters(f: &Fixture) {
+    let mut s = store_with_h1(f);
+    s.host_connected("h2-agent", "h2", "0.1.0", "ebpf", T0)
+        .expect("host");
+    let mut udp = rec(FlowEvent::Start, 53, "/usr/sbin/unbound", T0 + 5);
+    udp.proto = cordon_wire::Proto::Udp;
+    s.store_batch(
+        "h1-agent",
+        &batch(
+            1,
+            vec![rec(FlowEvent::Start, 443, "/usr/bin/curl", T0), udp],
+        ),
+    )
+    .expect("store");
+    s.store_batch(
+        "h2-agent",
+        &batch(1, vec![rec(FlowEvent::Start, 22, "/usr/bin/ssh", T0)]),
+    )
+    .expect("store");
+    let ports = |f: FlowFilter| -> Vec<u16> {
+        let mut v: Vec<u16> = s
+            .flows(&f)
+            .expect("query")
+            .iter()
+            .map(|r| r.remote_port)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ports(FlowFilter {
+            proto: Some("udp".into()),
+            ..Default::default()
+        }),
+        vec![53]
+    );
+    assert_eq!(
+        ports(FlowFilter {
+            agents: Some(vec!["h2-agent".into()]),
+            ..Default::default()
+        }),
+        vec![22]
+    );
+    assert_eq!(
+        ports(FlowFilter {
+            agents: Some(vec!["h1-agent".into(), "h2-agent".into()]),
+            proto: Some("tcp".into()),
+            ..Default::default()
+        }),
+        vec![22, 443]
+    );
+    assert!(
+        ports(FlowFilter {
+            agents: Some(vec![]),
+            ..Default::default()
+        })
+        .is_empty(),
+        "an empty group has no flows"
+    );
+}
+
 fn pages_follow_one_another_without_gaps_or_repeats(f: &Fixture) {
     let mut s = store_with_h1(f);
     // Ten flows, pairs of them last seen at the same instant (ties broken by id).
@@ -572,6 +633,7 @@ both!(
     exclusions_leave_values_out_and_keep_unattributed_flows,
     one_flow_reads_whole_and_a_summary_counts_the_window,
     pages_follow_one_another_without_gaps_or_repeats,
+    protocol_and_host_set_filters,
     conversations_count_flow_starts_per_edge,
     retention_removes_old_flows,
     a_newer_schema_is_refused,
