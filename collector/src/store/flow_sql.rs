@@ -339,6 +339,63 @@ pub(crate) fn top_hosts_slots(
     q
 }
 
+/// One flow whole: [`ROW_COLUMNS`], then agent id, packets both ways, closed, uid, user,
+/// comm, cmdline, cgroup and unattributed reason; the id is parameter 1.
+pub(crate) fn detail(mark: char) -> String {
+    format!(
+        "SELECT {ROW_COLUMNS}, h.agent_id, f.packets_out, f.packets_in, f.closed, f.uid, \
+         f.user_name, f.comm, f.cmdline, f.cgroup, f.unattributed_reason \
+         FROM flows f JOIN hosts h ON h.id = f.host_id WHERE f.id = {mark}1"
+    )
+}
+
+/// A summary's window and its three statements: series (bucket, verdict, flows), top
+/// hosts (name, flows) and most escaped ports (port, flows).
+pub(crate) struct SummaryPlan {
+    pub start_ns: u64,
+    pub width_ns: u64,
+    pub buckets: usize,
+    pub series: Sql,
+    pub top_hosts: Sql,
+    pub escaped_ports: Sql,
+}
+
+/// The summary of `f`: from the per-period counts when they serve it, else from the flows.
+pub(crate) fn summary(
+    f: &FlowFilter,
+    buckets: usize,
+    now_ns: u64,
+    mark: char,
+    hosts: &Hosts<'_>,
+) -> SummaryPlan {
+    let ((start_ns, width_ns, n), slots) = if rollup_serves(f) {
+        let (w, s) = super::flows::slot_window(f, buckets, now_ns);
+        (w, Some(s))
+    } else {
+        (super::flows::window(f, buckets, now_ns), None)
+    };
+    let mut f = f.clone();
+    f.since_ns = Some(f.since_ns.unwrap_or(start_ns));
+    let (series, top_hosts) = match &slots {
+        Some(w) => (
+            series_slots(&f, w, mark, hosts),
+            top_hosts_slots(&f, w, super::TOP_N, mark, hosts),
+        ),
+        None => (
+            series(&f, width_ns, mark, hosts),
+            self::top_hosts(&f, super::TOP_N, mark, hosts),
+        ),
+    };
+    SummaryPlan {
+        start_ns,
+        width_ns,
+        buckets: n,
+        series,
+        top_hosts,
+        escaped_ports: top_escaped_ports(&f, super::TOP_N, mark, hosts),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

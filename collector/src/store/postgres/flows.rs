@@ -6,7 +6,7 @@ use cordon_wire::FlowBatch;
 use super::{PgStore, hosts::rows, ingest};
 use crate::store::{
     flow_sql::{self, Arg, Hosts},
-    flows::{bucketed, slot_window, window},
+    flows::bucketed,
     *,
 };
 
@@ -66,12 +66,7 @@ impl FlowStore for PgStore {
     }
 
     fn flow(&self, id: i64) -> Result<Option<FlowDetail>, StoreError> {
-        let sql = format!(
-            "SELECT {}, h.agent_id, f.packets_out, f.packets_in, f.closed, f.uid, f.user_name,
-                    f.comm, f.cmdline, f.cgroup, f.unattributed_reason
-             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE f.id = $1",
-            flow_sql::ROW_COLUMNS
-        );
+        let sql = flow_sql::detail('$');
         let n = flow_sql::ROW_FIELDS;
         self.with(|c, _| {
             let Some(r) = c.query_opt(&sql, &[&id])? else {
@@ -96,46 +91,24 @@ impl FlowStore for PgStore {
     }
 
     fn flow_summary(&self, f: &FlowFilter, buckets: usize) -> Result<FlowSummary, StoreError> {
-        let now = crate::ingest::now_ns();
-        let rollup = flow_sql::rollup_serves(f);
-        let ((start_ns, width_ns, n), slots) = if rollup {
-            let (w, s) = slot_window(f, buckets, now);
-            (w, Some(s))
-        } else {
-            (window(f, buckets, now), None)
-        };
-        let mut f = f.clone();
-        f.since_ns = Some(f.since_ns.unwrap_or(start_ns));
-        let h = Hosts::Select;
-        let (series, top) = if let Some(w) = &slots {
-            (
-                flow_sql::series_slots(&f, w, '$', &h),
-                flow_sql::top_hosts_slots(&f, w, TOP_N, '$', &h),
-            )
-        } else {
-            (
-                flow_sql::series(&f, width_ns, '$', &h),
-                flow_sql::top_hosts(&f, TOP_N, '$', &h),
-            )
-        };
+        let plan = flow_sql::summary(f, buckets, crate::ingest::now_ns(), '$', &Hosts::Select);
         self.with(|c, _| {
-            let series = rows(query(c, series)?, |r| {
+            let series = rows(query(c, plan.series)?, |r| {
                 Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
             })?;
-            let top_hosts = rows(query(c, top)?, |r| {
+            let top_hosts = rows(query(c, plan.top_hosts)?, |r| {
                 Ok(TopHost {
                     host: r.try_get(0)?,
                     flows: u(r.try_get(1)?),
                 })
             })?;
-            let top_escaped_ports = rows(
-                query(c, flow_sql::top_escaped_ports(&f, TOP_N, '$', &h))?,
-                |r| Ok((port(r.try_get(0)?), u(r.try_get(1)?))),
-            )?;
+            let top_escaped_ports = rows(query(c, plan.escaped_ports)?, |r| {
+                Ok((port(r.try_get(0)?), u(r.try_get(1)?)))
+            })?;
             Ok(FlowSummary {
-                start_ns,
-                width_ns,
-                buckets: bucketed(series, n),
+                start_ns: plan.start_ns,
+                width_ns: plan.width_ns,
+                buckets: bucketed(series, plan.buckets),
                 top_hosts,
                 top_escaped_ports,
             })

@@ -5,9 +5,17 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use super::SqliteStore;
 use crate::store::{
     flow_sql::{self, Arg, Hosts},
-    flows::{bucketed, slot_window, window},
+    flows::bucketed,
     *,
 };
+
+/// The per-period counts' upserts, in the order of [`flow_sql::PERIODS`].
+const UPSERT_SLOTS: [&str; 2] = [
+    "INSERT INTO flow_minutes (period, host_id, verdict, flows) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT DO UPDATE SET flows = flows + excluded.flows",
+    "INSERT INTO flow_hours (period, host_id, verdict, flows) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT DO UPDATE SET flows = flows + excluded.flows",
+];
 
 fn values(args: Vec<Arg>) -> Vec<Value> {
     args.into_iter()
@@ -77,12 +85,7 @@ impl FlowStore for SqliteStore {
     }
 
     fn flow(&self, id: i64) -> Result<Option<FlowDetail>, StoreError> {
-        let sql = format!(
-            "SELECT {}, h.agent_id, f.packets_out, f.packets_in, f.closed, f.uid, f.user_name,
-                    f.comm, f.cmdline, f.cgroup, f.unattributed_reason
-             FROM flows f JOIN hosts h ON h.id = f.host_id WHERE f.id = ?1",
-            flow_sql::ROW_COLUMNS
-        );
+        let sql = flow_sql::detail('?');
         let n = flow_sql::ROW_FIELDS;
         Ok(self
             .conn
@@ -106,57 +109,42 @@ impl FlowStore for SqliteStore {
     }
 
     fn flow_summary(&self, f: &FlowFilter, buckets: usize) -> Result<FlowSummary, StoreError> {
-        let now = crate::ingest::now_ns();
-        let rollup = flow_sql::rollup_serves(f);
-        let ((start_ns, width_ns, n), slots) = if rollup {
-            let (w, s) = slot_window(f, buckets, now);
-            (w, Some(s))
-        } else {
-            (window(f, buckets, now), None)
-        };
-        let mut f = f.clone();
-        f.since_ns = Some(f.since_ns.unwrap_or(start_ns));
+        let ids = self.host_ids(f)?;
+        let plan = flow_sql::summary(
+            f,
+            buckets,
+            crate::ingest::now_ns(),
+            '?',
+            &hosts(ids.as_deref().unwrap_or(&[])),
+        );
         let mut out = FlowSummary {
-            start_ns,
-            width_ns,
-            buckets: vec![VerdictCounts::default(); n],
+            start_ns: plan.start_ns,
+            width_ns: plan.width_ns,
+            buckets: vec![VerdictCounts::default(); plan.buckets],
             ..Default::default()
         };
-        let Some(ids) = self.host_ids(&f)? else {
+        if ids.is_none() {
             return Ok(out);
-        };
-        let hosts = hosts(&ids);
-        let (series, top) = if let Some(w) = &slots {
-            (
-                flow_sql::series_slots(&f, w, '?', &hosts),
-                flow_sql::top_hosts_slots(&f, w, TOP_N, '?', &hosts),
-            )
-        } else {
-            (
-                flow_sql::series(&f, width_ns, '?', &hosts),
-                flow_sql::top_hosts(&f, TOP_N, '?', &hosts),
-            )
-        };
-        let mut stmt = self.conn.prepare(&series.text)?;
+        }
+        let mut stmt = self.conn.prepare(&plan.series.text)?;
         let rows = stmt
-            .query_map(params_from_iter(values(series.args)), |r| {
+            .query_map(params_from_iter(values(plan.series.args)), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<Result<_, _>>()?;
-        out.buckets = bucketed(rows, n);
-        let mut stmt = self.conn.prepare(&top.text)?;
+        out.buckets = bucketed(rows, plan.buckets);
+        let mut stmt = self.conn.prepare(&plan.top_hosts.text)?;
         out.top_hosts = stmt
-            .query_map(params_from_iter(values(top.args)), |r| {
+            .query_map(params_from_iter(values(plan.top_hosts.args)), |r| {
                 Ok(TopHost {
                     host: r.get(0)?,
                     flows: r.get::<_, i64>(1)? as u64,
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let q = flow_sql::top_escaped_ports(&f, TOP_N, '?', &hosts);
-        let mut stmt = self.conn.prepare(&q.text)?;
+        let mut stmt = self.conn.prepare(&plan.escaped_ports.text)?;
         out.top_escaped_ports = stmt
-            .query_map(params_from_iter(values(q.args)), |r| {
+            .query_map(params_from_iter(values(plan.escaped_ports.args)), |r| {
                 Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)? as u64))
             })?
             .collect::<Result<_, _>>()?;
@@ -354,12 +342,8 @@ impl SqliteStore {
                 }
             }
             for ((k, period, verdict), n) in slots {
-                tx.prepare_cached(&format!(
-                    "INSERT INTO {} (period, host_id, verdict, flows) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO UPDATE SET flows = flows + excluded.flows",
-                    flow_sql::PERIODS[k].table
-                ))?
-                .execute(params![period, host_id, verdict, n])?;
+                tx.prepare_cached(UPSERT_SLOTS[k])?
+                    .execute(params![period, host_id, verdict, n])?;
             }
         }
         tx.execute(
